@@ -93,7 +93,7 @@ class Codec {
   // in available | lost (others are ignored and may be null). `available` and
   // `lost` must be disjoint; outputs must not overlap each other or the chunks
   // read. Reads exactly the k chunks SurvivorsFor(available) names and writes
-  // only the chunks in `lost`. lost == 0 is a no-op.
+  // only the chunks in `lost`. With valid masks, lost == 0 writes nothing.
   // Errors: DATA_LOSS when fewer than k chunks are available, INVALID_ARGUMENT
   // for malformed masks, null pointers or overlapping ranges.
   Status Decode(std::span<uint8_t* const> chunks, ChunkMask available, ChunkMask lost,
