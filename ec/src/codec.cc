@@ -12,39 +12,48 @@
 #include <utility>
 #include <vector>
 
+#include "overlap.h"
+
 namespace holdfast::ec {
+using internal::CheckNoOverlap;
+using internal::Range;
+
 namespace {
 
 // ISA-L lengths are `int`; code larger buffers in blocks of this size.
 constexpr size_t kMaxBlock = size_t{1} << 30;
 
-struct Range {
-  uintptr_t begin;
-  uintptr_t end;
-  bool output;
-  int chunk;
-};
+}  // namespace
 
-// Outputs may overlap nothing; inputs may alias other inputs.
+namespace internal {
+
 Status CheckNoOverlap(std::vector<Range>& ranges) {
+  ranges.erase(
+      std::remove_if(ranges.begin(), ranges.end(), [](const Range& r) { return r.begin == r.end; }),
+      ranges.end());
   std::sort(ranges.begin(), ranges.end(),
             [](const Range& a, const Range& b) { return a.begin < b.begin; });
   // Sweep keeping the range that reaches furthest so far: a later range that
-  // starts before that end overlaps it.
-  for (size_t i = 1, far = 0; i < ranges.size(); ++i) {
-    const Range& prev = ranges[far];
-    const Range& cur = ranges[i];
-    if (cur.begin < prev.end && (cur.output || prev.output)) {
+  // starts before that end overlaps it. Among overlapping ranges the one
+  // reaching furthest may be an input while an earlier one is an output, so
+  // remember the furthest output too.
+  const Range* far = nullptr;
+  const Range* far_out = nullptr;
+  for (const Range& cur : ranges) {
+    const Range* hit = nullptr;
+    if (far_out != nullptr && cur.begin < far_out->end) hit = far_out;
+    if (hit == nullptr && cur.output && far != nullptr && cur.begin < far->end) hit = far;
+    if (hit != nullptr) {
       return Status::InvalidArgument("chunk " + std::to_string(cur.chunk) + " overlaps chunk " +
-                                     std::to_string(prev.chunk) +
-                                     " and one of them is written");
+                                     std::to_string(hit->chunk) + " and one of them is written");
     }
-    if (cur.end > prev.end) far = i;
+    if (far == nullptr || cur.end > far->end) far = &cur;
+    if (cur.output && (far_out == nullptr || cur.end > far_out->end)) far_out = &cur;
   }
   return Status::Ok();
 }
 
-}  // namespace
+}  // namespace internal
 
 std::string MaskToString(ChunkMask mask) {
   std::string out = "{";
@@ -265,9 +274,9 @@ Status Codec::Decode(std::span<uint8_t* const> chunks, ChunkMask available, Chun
   const ChunkMask survivors = SurvivorsFor(available);
   if (survivors == 0) {
     return Status::DataLoss("only " + std::to_string(std::popcount(available)) +
-                            " chunks available " + MaskToString(available) + ", need k = " +
-                            std::to_string(k_) + " (more than m = " + std::to_string(m_) +
-                            " erasures)");
+                            " chunks available " + MaskToString(available) +
+                            ", need k = " + std::to_string(k_) +
+                            " (more than m = " + std::to_string(m_) + " erasures)");
   }
   if (lost == 0 || len == 0) return Status::Ok();
 
@@ -294,8 +303,7 @@ Status Codec::Decode(std::span<uint8_t* const> chunks, ChunkMask available, Chun
   }
   HOLDFAST_RETURN_IF_ERROR(CheckNoOverlap(ranges));
 
-  HOLDFAST_ASSIGN_OR_RETURN(std::shared_ptr<const DecodeTables> tables,
-                            TablesFor(survivors, lost));
+  HOLDFAST_ASSIGN_OR_RETURN(std::shared_ptr<const DecodeTables> tables, TablesFor(survivors, lost));
   uint8_t* tbls = const_cast<uint8_t*>(tables->tbls.data());  // ISA-L only reads them
   for (size_t done = 0; done < len;) {
     const size_t block = std::min(len - done, kMaxBlock);

@@ -37,6 +37,12 @@ Result<GroupLayout> GroupLayout::Create(const LayoutOptions& options,
       return Status::InvalidArgument("node " + std::to_string(i) + " size overflows");
     }
     layout.piece_bytes_[i] = (per_piece + align - 1) & ~(align - 1);
+    // Every piece offset (up to k * piece) must be representable.
+    if (layout.piece_bytes_[i] > UINT64_MAX / static_cast<uint64_t>(k)) {
+      return Status::InvalidArgument("node " + std::to_string(i) + " size " + std::to_string(s) +
+                                     " overflows piece offsets at alignment " +
+                                     std::to_string(align));
+    }
   }
 
   layout.chunk_length_.assign(n, 0);
@@ -54,6 +60,10 @@ Result<GroupLayout> GroupLayout::Create(const LayoutOptions& options,
     for (int p = 0; p < m; ++p) {
       const int stripe = ((i - k - p) % n + n) % n;
       layout.parity_offset_[static_cast<size_t>(stripe) * m + p] = offset;
+      if (layout.chunk_length_[stripe] > UINT64_MAX - offset) {
+        return Status::InvalidArgument("node " + std::to_string(i) +
+                                       "'s parity buffer size overflows 64 bits");
+      }
       offset += layout.chunk_length_[stripe];
     }
     layout.parity_bytes_[i] = offset;
@@ -67,7 +77,7 @@ Extent GroupLayout::ChunkExtent(int stripe, int chunk) const {
     const uint64_t piece = piece_bytes_[node];
     const uint64_t size = node_bytes_[node];
     const uint64_t begin = std::min(size, piece * static_cast<uint64_t>(chunk));
-    const uint64_t end = std::min(size, begin + piece);
+    const uint64_t end = begin + std::min(piece, size - begin);
     return {node, Extent::Buffer::kData, begin, end - begin};
   }
   const int p = chunk - k_;
@@ -83,9 +93,9 @@ Result<std::vector<StripeRebuild>> GroupLayout::PlanRebuild(NodeMask lost_nodes)
   }
   if (std::popcount(lost_nodes) > m_) {
     return Status::DataLoss("lost nodes " + MaskToString(lost_nodes) + ": " +
-                            std::to_string(std::popcount(lost_nodes)) +
-                            " lost, a " + std::to_string(k_) + "+" + std::to_string(m_) +
-                            " group tolerates " + std::to_string(m_));
+                            std::to_string(std::popcount(lost_nodes)) + " lost, a " +
+                            std::to_string(k_) + "+" + std::to_string(m_) + " group tolerates " +
+                            std::to_string(m_));
   }
   std::vector<StripeRebuild> plan;
   for (int r = 0; r < n(); ++r) {

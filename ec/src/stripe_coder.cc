@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "holdfast/ec/checksum.h"
+#include "overlap.h"
 
 namespace holdfast::ec {
 namespace {
@@ -50,6 +51,18 @@ const uint8_t* InputWindow(const ChunkView& view, int chunk, uint64_t at, uint64
   return buf;
 }
 
+// Checks the caller's real ranges: the codec only sees scratch pointers for
+// short chunks, so it cannot catch an output overlapping one of them.
+Status CheckViewsDisjoint(std::span<const ChunkView> views, ChunkMask inputs, ChunkMask outputs) {
+  std::vector<internal::Range> ranges;
+  for (ChunkMask used = inputs | outputs; used != 0; used &= used - 1) {
+    const int c = std::countr_zero(used);
+    const auto b = reinterpret_cast<uintptr_t>(views[c].data);
+    ranges.push_back({b, b + views[c].size, (outputs & ChunkBit(c)) != 0, c});
+  }
+  return internal::CheckNoOverlap(ranges);
+}
+
 }  // namespace
 
 std::string RebuildReport::ToString() const {
@@ -73,9 +86,9 @@ Status StripeCoder::CheckViews(std::span<const ChunkView> views, int first_chunk
                                      std::to_string(chunk_length));
     }
     if (v.size > chunk_length) {
-      return Status::InvalidArgument("chunk " + std::to_string(chunk) + " has " +
-                                     std::to_string(v.size) + " bytes, more than the chunk length " +
-                                     std::to_string(chunk_length));
+      return Status::InvalidArgument(
+          "chunk " + std::to_string(chunk) + " has " + std::to_string(v.size) +
+          " bytes, more than the chunk length " + std::to_string(chunk_length));
     }
     if (v.size > 0 && v.data == nullptr) {
       return Status::InvalidArgument("chunk " + std::to_string(chunk) + " is null");
@@ -95,12 +108,17 @@ Status StripeCoder::EncodeRange(std::span<const ChunkView> data, std::span<const
                                    std::to_string(parity.size()));
   }
   if (offset > chunk_length || length > chunk_length - offset) {
-    return Status::OutOfRange("window [" + std::to_string(offset) + ", +" +
-                              std::to_string(length) + ") is outside a chunk of " +
-                              std::to_string(chunk_length) + " bytes");
+    return Status::OutOfRange("window [" + std::to_string(offset) + ", +" + std::to_string(length) +
+                              ") is outside a chunk of " + std::to_string(chunk_length) + " bytes");
   }
   HOLDFAST_RETURN_IF_ERROR(CheckViews(data, 0, chunk_length, true));
   HOLDFAST_RETURN_IF_ERROR(CheckViews(parity, k, chunk_length, true));
+  {
+    std::vector<ChunkView> all(data.begin(), data.end());
+    all.insert(all.end(), parity.begin(), parity.end());
+    HOLDFAST_RETURN_IF_ERROR(
+        CheckViewsDisjoint(all, AllChunks(k), AllChunks(k + m) & ~AllChunks(k)));
+  }
 
   Scratch scratch(k, piece_bytes_);
   const uint8_t* src[kMaxChunks];
@@ -109,15 +127,15 @@ Status StripeCoder::EncodeRange(std::span<const ChunkView> data, std::span<const
     const uint64_t len = std::min(piece_bytes_, end - at);
     for (int c = 0; c < k; ++c) src[c] = InputWindow(data[c], c, at, len, scratch);
     for (int p = 0; p < m; ++p) dst[p] = parity[p].data + at;
-    HOLDFAST_RETURN_IF_ERROR(codec_.Encode({src, static_cast<size_t>(k)},
-                                           {dst, static_cast<size_t>(m)}, len));
+    HOLDFAST_RETURN_IF_ERROR(
+        codec_.Encode({src, static_cast<size_t>(k)}, {dst, static_cast<size_t>(m)}, len));
     at += len;
   }
   return Status::Ok();
 }
 
-Status StripeCoder::Rebuild(std::span<const ChunkView> chunks, ChunkMask available,
-                            ChunkMask lost, uint64_t chunk_length) const {
+Status StripeCoder::Rebuild(std::span<const ChunkView> chunks, ChunkMask available, ChunkMask lost,
+                            uint64_t chunk_length) const {
   const int n = codec_.n();
   if (chunks.size() != static_cast<size_t>(n)) {
     return Status::InvalidArgument("rebuild needs " + std::to_string(n) + " chunk views, got " +
@@ -135,6 +153,7 @@ Status StripeCoder::Rebuild(std::span<const ChunkView> chunks, ChunkMask availab
     const int c = std::countr_zero(used);
     HOLDFAST_RETURN_IF_ERROR(CheckViews(chunks.subspan(c, 1), c, chunk_length, true));
   }
+  HOLDFAST_RETURN_IF_ERROR(CheckViewsDisjoint(chunks, survivors, lost));
 
   Scratch scratch(n, piece_bytes_);
   uint8_t* ptrs[kMaxChunks] = {};
@@ -156,8 +175,7 @@ Status StripeCoder::Rebuild(std::span<const ChunkView> chunks, ChunkMask availab
       ptrs[c] = v.size >= at + len ? v.data + at : scratch.For(c);
     }
     if (want != 0) {
-      HOLDFAST_RETURN_IF_ERROR(
-          codec_.Decode({ptrs, static_cast<size_t>(n)}, survivors, want, len));
+      HOLDFAST_RETURN_IF_ERROR(codec_.Decode({ptrs, static_cast<size_t>(n)}, survivors, want, len));
       for (ChunkMask w = want; w != 0; w &= w - 1) {
         const int c = std::countr_zero(w);
         const ChunkView& v = chunks[c];
@@ -175,10 +193,9 @@ Result<RebuildReport> StripeCoder::VerifiedRebuild(std::span<const ChunkView> ch
                                                    uint64_t chunk_length) const {
   const int n = codec_.n();
   if (chunks.size() != static_cast<size_t>(n) || expected.size() != static_cast<size_t>(n)) {
-    return Status::InvalidArgument("verified rebuild needs " + std::to_string(n) +
-                                   " chunk views and checksums, got " +
-                                   std::to_string(chunks.size()) + " and " +
-                                   std::to_string(expected.size()));
+    return Status::InvalidArgument(
+        "verified rebuild needs " + std::to_string(n) + " chunk views and checksums, got " +
+        std::to_string(chunks.size()) + " and " + std::to_string(expected.size()));
   }
   if ((available | lost) & ~AllChunks(n)) {
     return Status::InvalidArgument("chunk mask names chunks beyond n = " + std::to_string(n));
@@ -202,8 +219,8 @@ Result<RebuildReport> StripeCoder::VerifiedRebuild(std::span<const ChunkView> ch
     if (survivors == 0) {
       return Status::DataLoss("stripe cannot be rebuilt: lost " + MaskToString(lost) +
                               ", corrupted " + MaskToString(report.corrupted) + ", only " +
-                              std::to_string(std::popcount(intact)) + " intact of k = " +
-                              std::to_string(codec_.k()));
+                              std::to_string(std::popcount(intact)) +
+                              " intact of k = " + std::to_string(codec_.k()));
     }
     const ChunkMask todo = survivors & ~verified;
     if (todo == 0) {
@@ -229,8 +246,7 @@ Result<RebuildReport> StripeCoder::VerifiedRebuild(std::span<const ChunkView> ch
     const ChunkView& v = chunks[c];
     if (Checksum({v.data, v.size}) != expected[c]) {
       return Status::DataLoss("rebuilt chunk " + std::to_string(c) +
-                              " does not match its recorded checksum (" + report.ToString() +
-                              ")");
+                              " does not match its recorded checksum (" + report.ToString() + ")");
     }
   }
   return report;

@@ -6,9 +6,9 @@
 // with checksum verification, checks the rebuilt bytes against the checksums
 // taken before the loss, and prints the throughput of each phase next to a
 // memcpy of the same bytes.
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <bit>
 #include <chrono>
@@ -40,7 +40,8 @@ void Fill(std::vector<uint8_t>& buf, std::mt19937_64& rng) {
     const uint64_t v = rng();
     std::memcpy(&buf[i], &v, 8);
   }
-  for (size_t i = buf.size() & ~size_t{7}; i < buf.size(); ++i) buf[i] = static_cast<uint8_t>(rng());
+  for (size_t i = buf.size() & ~size_t{7}; i < buf.size(); ++i)
+    buf[i] = static_cast<uint8_t>(rng());
 }
 
 struct Node {
@@ -72,8 +73,9 @@ int main(int argc, char** argv) {
   app.add_option("-k,--data", k, "data chunks per stripe (k)")->capture_default_str();
   app.add_option("-m,--parity", m, "parity chunks per stripe (m): nodes that may be lost")
       ->capture_default_str();
-  app.add_option("--node-mib", node_mib, "snapshot size per node, MiB (the last node gets 3/4 of "
-                                         "it, to show uneven sizes)")
+  app.add_option("--node-mib", node_mib,
+                 "snapshot size per node, MiB (the last node gets 3/4 of "
+                 "it, to show uneven sizes)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 4096.0));
   app.add_option("--piece-kib", piece_kib, "coding piece size, KiB")->capture_default_str();
@@ -104,11 +106,12 @@ int main(int argc, char** argv) {
     data_total += layout.data_bytes(i);
     parity_total += layout.parity_bytes(i);
   }
-  fmt::print("group {}+{}: {} nodes, {:.1f} MiB data, {:.1f} MiB parity ({:.3f} of data; "
-             "replication for {} losses would need {:.1f})\n",
-             k, m, n, data_total / 1048576.0, parity_total / 1048576.0,
-             static_cast<double>(parity_total) / std::max<uint64_t>(data_total, 1), m,
-             static_cast<double>(m));
+  fmt::print(
+      "group {}+{}: {} nodes, {:.1f} MiB data, {:.1f} MiB parity ({:.3f} of data; "
+      "replication for {} losses would need {:.1f})\n",
+      k, m, n, data_total / 1048576.0, parity_total / 1048576.0,
+      static_cast<double>(parity_total) / std::max<uint64_t>(data_total, 1), m,
+      static_cast<double>(m));
 
   // Memory-bandwidth yardstick: one copy of every data byte.
   double memcpy_s = 0;

@@ -111,9 +111,10 @@ class GroupLayout {
   int m_ = 0;
   std::vector<uint64_t> node_bytes_;
   std::vector<uint64_t> piece_bytes_;
-  std::vector<uint64_t> chunk_length_;   // per stripe
-  std::vector<uint64_t> parity_bytes_;   // per node
-  std::vector<uint64_t> parity_offset_;  // per (stripe): offset inside its holder's buffer, by chunk
+  std::vector<uint64_t> chunk_length_;  // per stripe
+  std::vector<uint64_t> parity_bytes_;  // per node
+  std::vector<uint64_t>
+      parity_offset_;  // per (stripe): offset inside its holder's buffer, by chunk
 };
 
 }  // namespace holdfast::ec

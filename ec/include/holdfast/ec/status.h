@@ -62,9 +62,7 @@ class [[nodiscard]] Status {
   }
   static Status OutOfRange(std::string msg) { return {StatusCode::kOutOfRange, std::move(msg)}; }
   static Status DataLoss(std::string msg) { return {StatusCode::kDataLoss, std::move(msg)}; }
-  static Status Unavailable(std::string msg) {
-    return {StatusCode::kUnavailable, std::move(msg)};
-  }
+  static Status Unavailable(std::string msg) { return {StatusCode::kUnavailable, std::move(msg)}; }
   static Status Internal(std::string msg) { return {StatusCode::kInternal, std::move(msg)}; }
   static Status Aborted(std::string msg) { return {StatusCode::kAborted, std::move(msg)}; }
   static Status Unimplemented(std::string msg) {
@@ -94,9 +92,9 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
-    if (std::get<Status>(v_).ok()) std::abort();  // a Result needs a value or an error
+    if (std::get<Status>(v_).ok()) std::abort();   // a Result needs a value or an error
   }
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -126,10 +124,10 @@ class [[nodiscard]] Result {
 #define HOLDFAST_CONCAT_(a, b) HOLDFAST_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function when `expr` (a Status) is not OK.
-#define HOLDFAST_RETURN_IF_ERROR(expr)              \
-  do {                                              \
-    ::holdfast::Status hf_status_ = (expr);         \
-    if (!hf_status_.ok()) return hf_status_;        \
+#define HOLDFAST_RETURN_IF_ERROR(expr)       \
+  do {                                       \
+    ::holdfast::Status hf_status_ = (expr);  \
+    if (!hf_status_.ok()) return hf_status_; \
   } while (false)
 
 // `lhs = value of expr` (a Result<T>), or returns its Status from the

@@ -9,6 +9,9 @@
 // zero-padding and the partial-piece copies it needs stay bounded: at most
 // one scratch piece per short chunk, never a padded copy of a whole chunk.
 //
+// Views follow Codec's aliasing rule over their real bytes: no output view
+// may overlap another output or an input it reads; inputs may alias.
+//
 // Thread-safety: const methods, safe to call concurrently; scratch memory is
 // per call.
 #ifndef HOLDFAST_EC_STRIPE_CODER_H_
