@@ -1,0 +1,75 @@
+// The daemon's catalog: what is committed on this node, durable across a
+// holdfastd crash or restart. RocksDB in production (rocksdb_catalog.h), an
+// in-memory fake with fault injection in unit tests (memory_catalog.h).
+//
+// Records are the protobuf messages of proto/holdfast/v1/catalog.proto. Every
+// change is a CatalogBatch applied as ONE atomic write: after a crash, either
+// all of a batch is visible or none of it.
+//
+// Durability: a batch survives a crash of the daemon process once Apply
+// returns (the write is in the database's log). It need not survive the loss
+// of the machine: the shared memory the catalog describes would not either.
+//
+// Thread-safety: implementations are safe to call from several threads, but
+// the daemon calls them from its core loop only.
+#ifndef HOLDFAST_SMP_CATALOG_CATALOG_H_
+#define HOLDFAST_SMP_CATALOG_CATALOG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "holdfast/ec/status.h"
+#include "holdfast/v1/catalog.pb.h"
+
+namespace holdfast::smp {
+
+struct VersionKey {
+  std::string job_id;
+  int64_t step = 0;
+  friend bool operator==(const VersionKey&, const VersionKey&) = default;
+};
+
+// One atomic change. Applied in this order: jobs, manifests, versions, then
+// deletions (so a batch may add and delete in one write).
+struct CatalogBatch {
+  std::vector<v1::JobRecord> put_jobs;
+  std::vector<v1::RankManifestRecord> put_manifests;
+  std::vector<v1::VersionRecord> put_versions;
+  // Removes the version record AND every rank manifest of the version.
+  std::vector<VersionKey> delete_versions;
+  std::vector<std::string> delete_jobs;  // and everything under them
+  bool empty() const {
+    return put_jobs.empty() && put_manifests.empty() && put_versions.empty() &&
+           delete_versions.empty() && delete_jobs.empty();
+  }
+};
+
+// Everything in the catalog, as loaded at start-up. Manifests without a
+// version record belong to versions that never completed (torn).
+struct CatalogContents {
+  std::vector<v1::JobRecord> jobs;
+  std::vector<v1::RankManifestRecord> manifests;  // sorted by (job, step, rank)
+  std::vector<v1::VersionRecord> versions;        // sorted by (job, step)
+  uint64_t next_segment_id = 1;
+};
+
+class Catalog {
+ public:
+  virtual ~Catalog() = default;
+
+  // Reads the whole catalog. DATA_LOSS when a record cannot be parsed (the
+  // message names the key).
+  virtual Result<CatalogContents> Load() = 0;
+
+  // Applies `batch` atomically. On error nothing of it is visible.
+  virtual Status Apply(const CatalogBatch& batch) = 0;
+
+  // Reserves `count` segment ids and returns the first. Ids are never handed
+  // out twice, across restarts: segment names are made from them.
+  virtual Result<uint64_t> AllocateSegmentIds(uint64_t count) = 0;
+};
+
+}  // namespace holdfast::smp
+
+#endif  // HOLDFAST_SMP_CATALOG_CATALOG_H_

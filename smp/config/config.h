@@ -1,0 +1,51 @@
+// holdfastd's configuration: a YAML file (deploy/holdfastd.example.yaml)
+// with command-line overrides. Every field has a documented default; the
+// file and the flags may each set any subset.
+#ifndef HOLDFAST_SMP_CONFIG_CONFIG_H_
+#define HOLDFAST_SMP_CONFIG_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "holdfast/ec/status.h"
+
+namespace holdfast::smp {
+
+struct DaemonConfig {
+  std::string node_id = "node0";                      // config key: node_id
+  std::string socket_path = "/run/holdfast/holdfastd.sock";  // socket
+  std::string data_dir = "/var/lib/holdfast";          // data_dir: catalog lives here
+  std::string shm_dir = "/dev/shm";                    // shm.dir
+  std::string shm_prefix = "holdfast";                 // shm.prefix
+  uint64_t memory_budget_bytes = uint64_t{8} << 30;    // memory.budget ("8GiB", "512MiB")
+  int retain_versions = 2;                             // snapshots.retain (>= 1)
+  uint64_t max_items = 1 << 20;                        // snapshots.max_items per rank snapshot
+  int write_timeout_seconds = 600;                     // snapshots.write_timeout_s
+  int lease_timeout_seconds = 600;                     // snapshots.lease_timeout_s
+  bool verify_on_commit = true;                        // snapshots.verify_on_commit
+  int verify_threads = 2;                              // snapshots.verify_threads
+  std::string log_level = "info";                      // log.level: trace..critical
+};
+
+// Parses a size like "8GiB", "512MiB", "4096", "1.5GiB" (binary units:
+// KiB, MiB, GiB, TiB; also K/M/G/T as binary). INVALID_ARGUMENT otherwise.
+Result<uint64_t> ParseByteSize(const std::string& text);
+
+// Reads `path` (YAML) over the defaults. Unknown keys are errors (a typo
+// must not silently fall back to a default). INVALID_ARGUMENT naming the key
+// and the line for a bad value; NOT_FOUND for a missing file.
+Result<DaemonConfig> LoadConfigFile(const std::string& path);
+
+// Parses holdfastd's command line: `--config FILE` first, then every field
+// as a flag (--node-id, --socket, --data-dir, --shm-dir, --shm-prefix,
+// --memory-budget, --retain, --log-level, ...), flags overriding the file.
+// Returns INVALID_ARGUMENT with the usage text for bad flags. Sets
+// *exit_now (and returns OK) for --help / --version, after printing them.
+Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now);
+
+// Checks cross-field rules (paths non-empty, budget > 0, prefix charset...).
+Status Validate(const DaemonConfig& config);
+
+}  // namespace holdfast::smp
+
+#endif  // HOLDFAST_SMP_CONFIG_CONFIG_H_

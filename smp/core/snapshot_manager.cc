@@ -1,0 +1,924 @@
+#include "core/snapshot_manager.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <utility>
+
+#include "core/failpoint.h"
+#include "core/items.h"
+#include "holdfast/ec/checksum.h"
+
+namespace holdfast::smp {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kSegmentIdBlock = 64;
+
+int64_t UnixMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double MiB(uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+std::string RanksToString(const std::set<int>& ranks) {
+  std::string out = "[";
+  for (int r : ranks) out += (out.size() > 1 ? "," : "") + std::to_string(r);
+  return out + "]";
+}
+
+// Checksums every item of `manifest` in `data`; the first mismatch is an error.
+Status VerifyItems(const uint8_t* data, uint64_t bytes, const v1::RankManifestRecord& manifest,
+                   int first, int stride) {
+  for (int i = first; i < manifest.items_size(); i += stride) {
+    const v1::Item& item = manifest.items(i);
+    const uint64_t off = item.offset();
+    const uint64_t n = item.spec().nbytes();
+    if (off > bytes || n > bytes - off) {
+      return Status::DataLoss("item '" + item.spec().name() + "' lies outside its segment");
+    }
+    const uint64_t sum = ec::Checksum({data + off, n});
+    if (sum != item.checksum()) {
+      return Status::DataLoss("item '" + item.spec().name() + "' (" + std::to_string(n) +
+                              " bytes at offset " + std::to_string(off) +
+                              ") does not match its checksum");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct SnapshotManager::RankPart {
+  Segment segment;
+  v1::RankManifestRecord manifest;
+};
+
+struct SnapshotManager::Version {
+  int64_t step = 0;
+  std::map<int, RankPart> parts;  // committed ranks
+  bool complete = false;
+  int64_t completed_micros = 0;
+  int leases = 0;
+  bool retired = false;  // dropped from the catalog; freed when the last lease closes
+};
+
+struct SnapshotManager::Job {
+  v1::JobRecord record;
+  std::set<int> local_ranks;
+  std::map<int64_t, Version> versions;
+  std::map<int, std::string> last_segment;  // rank -> segment its last write used
+
+  // -1 when the job has no complete version.
+  int64_t NewestComplete() const {
+    for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
+      if (it->second.complete && !it->second.retired) return it->first;
+    }
+    return -1;
+  }
+};
+
+struct SnapshotManager::Write {
+  uint64_t id = 0;
+  std::string job_id;
+  int rank = 0;
+  int64_t step = 0;
+  uint64_t session = 0;
+  Segment segment;
+  v1::RankManifestRecord manifest;
+  Clock::time_point started;
+  bool verifying = false;
+  bool aborted = false;  // while verifying: drop the result
+};
+
+struct SnapshotManager::Lease {
+  std::string job_id;
+  int64_t step = 0;
+  int rank = 0;
+  uint64_t session = 0;
+  Clock::time_point started;
+};
+
+struct SnapshotManager::Pooled {
+  Segment segment;
+  std::string job_id;
+  int rank = 0;
+};
+
+std::string RecoveryReport::ToString() const {
+  return std::to_string(versions_restored) + " versions restored (" +
+         std::to_string(bytes_restored) + " bytes), " + std::to_string(versions_discarded) +
+         " discarded, " + std::to_string(segments_removed) + " stray segments removed";
+}
+
+SnapshotManager::SnapshotManager(ManagerOptions options, Catalog* catalog,
+                                 const SegmentStore* segments, WorkerPool* workers,
+                                 EventLoop* loop)
+    : options_(std::move(options)),
+      catalog_(catalog),
+      segments_(segments),
+      workers_(workers),
+      loop_(loop) {}
+
+SnapshotManager::~SnapshotManager() { *alive_ = false; }
+
+// ---- recovery ----------------------------------------------------------------
+
+Result<RecoveryReport> SnapshotManager::Recover() {
+  HOLDFAST_ASSIGN_OR_RETURN(CatalogContents contents, catalog_->Load());
+  RecoveryReport report;
+  CatalogBatch cleanup;
+
+  for (const v1::JobRecord& rec : contents.jobs) {
+    auto job = std::make_unique<Job>();
+    job->record = rec;
+    job->local_ranks.insert(rec.local_ranks().begin(), rec.local_ranks().end());
+    jobs_[rec.job_id()] = std::move(job);
+  }
+
+  std::set<std::pair<std::string, int64_t>> complete;
+  for (const v1::VersionRecord& v : contents.versions) complete.insert({v.job_id(), v.step()});
+  std::map<std::pair<std::string, int64_t>, std::vector<const v1::RankManifestRecord*>> manifests;
+  for (const v1::RankManifestRecord& m : contents.manifests) {
+    manifests[{m.job_id(), m.step()}].push_back(&m);
+  }
+  for (const auto& key : complete) {
+    if (!manifests.count(key)) manifests[key];  // a version record without manifests
+  }
+
+  std::set<std::string> kept_segments;
+  for (auto& [key, parts] : manifests) {
+    const auto& [job_id, step] = key;
+    auto discard = [&, &job_id = job_id, &step = step](const std::string& why) {
+      spdlog::error("recovery: discarding job {} step {}: {}", job_id, step, why);
+      cleanup.delete_versions.push_back({job_id, step});
+      ++report.versions_discarded;
+    };
+    Job* job = FindJob(job_id);
+    if (job == nullptr) {
+      discard("its job is not registered");
+      continue;
+    }
+    if (!complete.count(key)) {
+      discard("torn: not every local rank committed it");
+      continue;
+    }
+    Version version;
+    version.step = step;
+    version.complete = true;
+    Status bad;
+    for (const v1::RankManifestRecord* m : parts) {
+      if (!job->local_ranks.count(m->rank())) {
+        bad = Status::DataLoss("manifest of rank " + std::to_string(m->rank()) +
+                               ", not a local rank");
+        break;
+      }
+      auto seg = segments_->Open(m->segment_name(), m->segment_bytes());
+      if (!seg.ok()) {
+        bad = seg.status();
+        break;
+      }
+      if (Status s = VerifyItems(seg->data(), seg->bytes(), *m, 0, 1); !s.ok()) {
+        bad = s.WithContext("rank " + std::to_string(m->rank()));
+        break;
+      }
+      version.parts[m->rank()] = RankPart{std::move(seg).value(), *m};
+    }
+    if (bad.ok() && version.parts.size() != job->local_ranks.size()) {
+      bad = Status::DataLoss("has " + std::to_string(version.parts.size()) +
+                             " rank manifests, the job has " +
+                             std::to_string(job->local_ranks.size()) + " local ranks");
+    }
+    if (!bad.ok()) {
+      discard(bad.ToString());
+      continue;  // its mapped segments unmap here; the files go below
+    }
+    for (auto& [rank, part] : version.parts) {
+      kept_segments.insert(part.segment.name());
+      used_bytes_ += part.segment.bytes();
+      report.bytes_restored += part.segment.bytes();
+      job->last_segment[rank] = part.segment.name();
+    }
+    ++report.versions_restored;
+    job->versions[step] = std::move(version);
+  }
+  if (!cleanup.empty()) {
+    HOLDFAST_RETURN_IF_ERROR(catalog_->Apply(cleanup).WithContext("recovery cleanup"));
+  }
+
+  HOLDFAST_ASSIGN_OR_RETURN(std::vector<std::string> names, segments_->List());
+  for (const std::string& name : names) {
+    if (kept_segments.count(name)) continue;
+    if (Status s = segments_->Remove(name); !s.ok()) {
+      spdlog::warn("recovery: could not remove stray segment {}: {}", name, s.ToString());
+      continue;
+    }
+    ++report.segments_removed;
+  }
+  if (used_bytes_ > options_.memory_budget_bytes) {
+    spdlog::warn("recovered {:.1f} MiB exceeds the memory budget of {:.1f} MiB; new snapshots "
+                 "will be refused until versions are dropped",
+                 MiB(used_bytes_), MiB(options_.memory_budget_bytes));
+  }
+  spdlog::info("recovery: {}", report.ToString());
+  return report;
+}
+
+// ---- jobs and sessions -----------------------------------------------------------
+
+SnapshotManager::Job* SnapshotManager::FindJob(const std::string& job_id) {
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+Status SnapshotManager::CheckRank(const Job& job, int rank) const {
+  if (!job.local_ranks.count(rank)) {
+    return Status::InvalidArgument("rank " + std::to_string(rank) + " is not a local rank of job " +
+                                   job.record.job_id() + " on this node (local ranks " +
+                                   RanksToString(job.local_ranks) + ")");
+  }
+  return Status::Ok();
+}
+
+Status SnapshotManager::RegisterJob(const v1::RegisterJobRequest& req,
+                                    v1::RegisterJobResponse* resp) {
+  HOLDFAST_RETURN_IF_ERROR(ValidateJobId(req.job_id()));
+  if (req.world_size() < 1) {
+    return Status::InvalidArgument("world size must be >= 1, got " +
+                                   std::to_string(req.world_size()));
+  }
+  std::set<int> ranks;
+  for (int r : req.local_ranks()) {
+    if (r < 0 || r >= req.world_size()) {
+      return Status::InvalidArgument("local rank " + std::to_string(r) +
+                                     " is outside the world size " +
+                                     std::to_string(req.world_size()));
+    }
+    if (!ranks.insert(r).second) {
+      return Status::InvalidArgument("local rank " + std::to_string(r) + " is listed twice");
+    }
+  }
+  if (ranks.empty()) return Status::InvalidArgument("a job needs at least one local rank");
+  resp->set_retain_versions(options_.retain_versions);
+
+  if (Job* job = FindJob(req.job_id())) {
+    if (job->record.world_size() != req.world_size() || job->local_ranks != ranks) {
+      return Status::FailedPrecondition(
+          "job " + req.job_id() + " is registered with world size " +
+          std::to_string(job->record.world_size()) + " and local ranks " +
+          RanksToString(job->local_ranks) + "; drop it to register it differently");
+    }
+    return Status::Ok();
+  }
+  auto job = std::make_unique<Job>();
+  job->record.set_job_id(req.job_id());
+  job->record.set_world_size(req.world_size());
+  for (int r : ranks) job->record.add_local_ranks(r);
+  job->local_ranks = ranks;
+  CatalogBatch batch;
+  batch.put_jobs.push_back(job->record);
+  HOLDFAST_RETURN_IF_ERROR(catalog_->Apply(batch).WithContext("catalog"));
+  spdlog::info("registered job {} (world size {}, local ranks {})", req.job_id(),
+               req.world_size(), RanksToString(ranks));
+  jobs_[req.job_id()] = std::move(job);
+  return Status::Ok();
+}
+
+uint64_t SnapshotManager::OpenSession(const v1::OpenSessionRequest& req) {
+  const uint64_t id = next_id_++;
+  sessions_[id] = "job " + req.job_id() + " rank " + std::to_string(req.rank()) + " pid " +
+                  std::to_string(req.pid());
+  spdlog::debug("session {} opened: {}", id, sessions_[id]);
+  return id;
+}
+
+void SnapshotManager::CloseSession(uint64_t session_id) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  std::vector<uint64_t> writes;
+  for (const auto& [id, w] : writes_) {
+    if (w->session == session_id) writes.push_back(id);
+  }
+  for (uint64_t id : writes) AbortWrite(id, "client session closed");
+  std::vector<uint64_t> leases;
+  for (const auto& [id, l] : leases_) {
+    if (l.session == session_id) leases.push_back(id);
+  }
+  for (uint64_t id : leases) {
+    v1::CloseRestoreRequest req;
+    req.set_lease_id(id);
+    req.set_verified(true);
+    (void)CloseRestore(req);
+  }
+  spdlog::debug("session {} closed ({}): {} writes aborted, {} leases released", session_id,
+                it->second, writes.size(), leases.size());
+  sessions_.erase(it);
+}
+
+// ---- memory ------------------------------------------------------------------------
+
+void SnapshotManager::ReleaseSegment(Segment segment, const std::string& job_id, int rank) {
+  if (!segment.valid()) return;
+  const uint64_t bytes = segment.bytes();
+  pooled_bytes_ += bytes;
+  pool_.emplace(bytes, Pooled{std::move(segment), job_id, rank});
+}
+
+void SnapshotManager::TrimPool(uint64_t need) {
+  // Free the largest pooled segments first: fewest files for the room.
+  while (!pool_.empty() && need > 0) {
+    auto it = std::prev(pool_.end());
+    const uint64_t bytes = it->first;
+    const std::string name = it->second.segment.name();
+    if (Status s = segments_->Remove(name); !s.ok()) {
+      spdlog::warn("could not remove pooled segment {}: {}", name, s.ToString());
+    }
+    pool_.erase(it);  // unmaps
+    pooled_bytes_ -= bytes;
+    used_bytes_ -= bytes;
+    need = need > bytes ? need - bytes : 0;
+  }
+}
+
+bool SnapshotManager::EvictOneVersion(const std::string& prefer_job) {
+  // The oldest complete version that is not its job's newest and not leased,
+  // preferring the job that needs the room.
+  Job* victim_job = nullptr;
+  int64_t victim_step = 0;
+  for (int pass = 0; pass < 2 && victim_job == nullptr; ++pass) {
+    for (auto& [id, job] : jobs_) {
+      if ((pass == 0) != (id == prefer_job)) continue;
+      const int64_t newest = job->NewestComplete();
+      for (auto& [step, v] : job->versions) {
+        if (!v.complete || v.retired || v.leases > 0 || step == newest) continue;
+        victim_job = job.get();
+        victim_step = step;
+        break;
+      }
+      if (victim_job != nullptr) break;
+    }
+  }
+  if (victim_job == nullptr) return false;
+  CatalogBatch batch;
+  batch.delete_versions.push_back({victim_job->record.job_id(), victim_step});
+  if (Status s = catalog_->Apply(batch); !s.ok()) {
+    spdlog::error("could not evict job {} step {}: {}", victim_job->record.job_id(), victim_step,
+                  s.ToString());
+    return false;
+  }
+  spdlog::info("evicted job {} step {} to make room", victim_job->record.job_id(), victim_step);
+  DropVersionNow(*victim_job, victim_step);
+  return true;
+}
+
+Result<Segment> SnapshotManager::AcquireSegment(Job& job, int rank, uint64_t bytes) {
+  const std::string& job_id = job.record.job_id();
+  for (;;) {
+    // A pooled segment of exactly this size; the one this rank used last
+    // first, since its client still has it mapped.
+    auto [lo, hi] = pool_.equal_range(bytes);
+    if (lo != hi) {
+      auto pick = lo;
+      const auto last = job.last_segment.find(rank);
+      for (auto it = lo; it != hi; ++it) {
+        if (last != job.last_segment.end() && it->second.segment.name() == last->second) {
+          pick = it;
+          break;
+        }
+        if (it->second.job_id == job_id && it->second.rank == rank) pick = it;
+      }
+      Segment seg = std::move(pick->second.segment);
+      pool_.erase(pick);
+      pooled_bytes_ -= bytes;
+      return seg;
+    }
+    if (used_bytes_ + bytes <= options_.memory_budget_bytes) break;
+    if (!pool_.empty()) {
+      TrimPool(used_bytes_ + bytes - options_.memory_budget_bytes);
+      continue;
+    }
+    if (!EvictOneVersion(job_id)) {
+      return Status::ResourceExhausted(
+          "snapshot needs " + std::to_string(bytes) + " bytes; memory budget " +
+          std::to_string(options_.memory_budget_bytes) + ", in use " +
+          std::to_string(used_bytes_) +
+          " by versions that cannot be evicted (a job's newest complete version, leased "
+          "versions, snapshots being written)");
+    }
+  }
+  if (seg_id_next_ == seg_id_end_) {
+    HOLDFAST_ASSIGN_OR_RETURN(seg_id_next_, catalog_->AllocateSegmentIds(kSegmentIdBlock));
+    seg_id_end_ = seg_id_next_ + kSegmentIdBlock;
+  }
+  HOLDFAST_ASSIGN_OR_RETURN(Segment seg, segments_->Create(seg_id_next_++, bytes));
+  used_bytes_ += seg.bytes();
+  return seg;
+}
+
+// ---- writing -------------------------------------------------------------------------
+
+Status SnapshotManager::Begin(const v1::BeginSnapshotRequest& req,
+                              v1::BeginSnapshotResponse* resp) {
+  Job* job = FindJob(req.job_id());
+  if (job == nullptr) return Status::NotFound("job " + req.job_id() + " is not registered");
+  HOLDFAST_RETURN_IF_ERROR(CheckRank(*job, req.rank()));
+  if (req.step() < 0) {
+    return Status::InvalidArgument("step must be >= 0, got " + std::to_string(req.step()));
+  }
+  const int64_t newest = job->NewestComplete();
+  if (req.step() <= newest) {
+    return Status::FailedPrecondition("step " + std::to_string(req.step()) +
+                                      " is not newer than the latest complete step " +
+                                      std::to_string(newest) + " of job " + req.job_id());
+  }
+  if (auto v = job->versions.find(req.step());
+      v != job->versions.end() && v->second.parts.count(req.rank())) {
+    return Status::AlreadyExists("rank " + std::to_string(req.rank()) + " already committed step " +
+                                 std::to_string(req.step()) + " of job " + req.job_id());
+  }
+  if (req.session_id() != 0 && !sessions_.count(req.session_id())) {
+    return Status::NotFound("session " + std::to_string(req.session_id()) + " is not open");
+  }
+  // One write per rank at a time: a newer Begin replaces an unfinished one
+  // (the client moved on, or restarted).
+  for (auto& [id, w] : writes_) {
+    if (w->job_id == req.job_id() && w->rank == req.rank()) {
+      if (w->verifying) {
+        return Status::FailedPrecondition("rank " + std::to_string(req.rank()) +
+                                          " is committing step " + std::to_string(w->step));
+      }
+      AbortWrite(id, "superseded by a new snapshot of the same rank");
+      break;
+    }
+  }
+
+  HOLDFAST_ASSIGN_OR_RETURN(ItemPlacement placement,
+                            PlaceItems(req.items(), options_.max_items,
+                                       options_.memory_budget_bytes));
+  const uint64_t bytes = std::max<uint64_t>(kPage, (placement.end + kPage - 1) & ~(kPage - 1));
+  HOLDFAST_ASSIGN_OR_RETURN(Segment seg, AcquireSegment(*job, req.rank(), bytes));
+
+  auto w = std::make_unique<Write>();
+  w->id = next_id_++;
+  w->job_id = req.job_id();
+  w->rank = req.rank();
+  w->step = req.step();
+  w->session = req.session_id();
+  w->started = Clock::now();
+  w->manifest.set_job_id(req.job_id());
+  w->manifest.set_step(req.step());
+  w->manifest.set_rank(req.rank());
+  w->manifest.set_segment_name(seg.name());
+  w->manifest.set_segment_bytes(seg.bytes());
+  for (int i = 0; i < req.items_size(); ++i) {
+    v1::Item* item = w->manifest.add_items();
+    *item->mutable_spec() = req.items(i);
+    item->set_offset(placement.offsets[i]);
+    resp->add_offsets(placement.offsets[i]);
+  }
+  resp->set_write_id(w->id);
+  resp->mutable_segment()->set_path(seg.path());
+  resp->mutable_segment()->set_bytes(seg.bytes());
+  spdlog::debug("begin job {} step {} rank {}: {} items, {:.1f} MiB in {}", req.job_id(),
+                req.step(), req.rank(), req.items_size(), MiB(placement.end), seg.name());
+  w->segment = std::move(seg);
+  writes_[w->id] = std::move(w);
+  return Status::Ok();
+}
+
+void SnapshotManager::AbortWrite(uint64_t write_id, const char* why) {
+  auto it = writes_.find(write_id);
+  if (it == writes_.end()) return;
+  Write& w = *it->second;
+  if (w.verifying) {
+    w.aborted = true;  // FinishCommit frees it when verification returns
+    return;
+  }
+  spdlog::info("aborted snapshot of job {} step {} rank {}: {}", w.job_id, w.step, w.rank, why);
+  ReleaseSegment(std::move(w.segment), w.job_id, w.rank);
+  writes_.erase(it);
+}
+
+Status SnapshotManager::Abort(const v1::AbortSnapshotRequest& req) {
+  auto it = writes_.find(req.write_id());
+  if (it == writes_.end() || it->second->job_id != req.job_id() ||
+      it->second->rank != req.rank()) {
+    return Status::NotFound("no snapshot in progress with write id " +
+                            std::to_string(req.write_id()) + " for job " + req.job_id() +
+                            " rank " + std::to_string(req.rank()));
+  }
+  AbortWrite(req.write_id(), "aborted by the client");
+  return Status::Ok();
+}
+
+void SnapshotManager::Commit(const v1::CommitSnapshotRequest& req, CommitDone done) {
+  auto fail = [&](Status s) { done(std::move(s), {}); };
+  auto it = writes_.find(req.write_id());
+  if (it == writes_.end()) {
+    return fail(Status::NotFound("no snapshot in progress with write id " +
+                                 std::to_string(req.write_id()) +
+                                 " (aborted, expired or superseded)"));
+  }
+  Write& w = *it->second;
+  if (w.job_id != req.job_id() || w.rank != req.rank() || w.step != req.step()) {
+    return fail(Status::InvalidArgument(
+        "write id " + std::to_string(req.write_id()) + " belongs to job " + w.job_id + " rank " +
+        std::to_string(w.rank) + " step " + std::to_string(w.step)));
+  }
+  if (w.verifying) return fail(Status::FailedPrecondition("commit already in progress"));
+  if (req.checksums_size() != w.manifest.items_size()) {
+    return fail(Status::InvalidArgument(
+        "commit carries " + std::to_string(req.checksums_size()) + " checksums for " +
+        std::to_string(w.manifest.items_size()) + " items"));
+  }
+  for (int i = 0; i < req.checksums_size(); ++i) {
+    w.manifest.mutable_items(i)->set_checksum(req.checksums(i));
+  }
+  if (!options_.verify_on_commit) {
+    FinishCommit(w.id, Status::Ok(), 0, std::move(done));
+    return;
+  }
+
+  // Verify on the workers, items spread across them; the last one to finish
+  // posts the result back to the loop. The write (and its mapping) cannot go
+  // away meanwhile: AbortWrite only marks a verifying write.
+  w.verifying = true;
+  struct Shared {
+    std::atomic<int> remaining;
+    std::mutex mu;
+    Status first_error;  // guarded by mu
+    Clock::time_point start = Clock::now();
+  };
+  const int tasks = std::max(1, std::min(workers_->size(), w.manifest.items_size()));
+  auto shared = std::make_shared<Shared>();
+  shared->remaining = tasks;
+  auto shared_done = std::make_shared<CommitDone>(std::move(done));
+  const uint8_t* data = w.segment.data();
+  const uint64_t bytes = w.segment.bytes();
+  const v1::RankManifestRecord* manifest = &w.manifest;
+  const uint64_t write_id = w.id;
+  std::weak_ptr<bool> alive = alive_;
+  for (int t = 0; t < tasks; ++t) {
+    workers_->Submit([=, this] {
+      Status s = VerifyItems(data, bytes, *manifest, t, tasks);
+      if (!s.ok()) {
+        std::lock_guard lock(shared->mu);
+        if (shared->first_error.ok()) shared->first_error = s;
+      }
+      if (shared->remaining.fetch_sub(1) != 1) return;
+      const int64_t micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                                 Clock::now() - shared->start)
+                                 .count();
+      loop_->Post([=, this] {
+        if (alive.expired()) return;
+        Status result;
+        {
+          std::lock_guard lock(shared->mu);
+          result = shared->first_error;
+        }
+        FinishCommit(write_id, result, micros, std::move(*shared_done));
+      });
+    });
+  }
+}
+
+void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t verify_micros,
+                                   CommitDone done) {
+  auto it = writes_.find(write_id);
+  if (it == writes_.end()) {
+    done(Status::Aborted("snapshot was aborted during commit"), {});
+    return;
+  }
+  Write& w = *it->second;
+  w.verifying = false;
+  if (w.aborted) {
+    AbortWrite(write_id, "aborted while committing");
+    done(Status::Aborted("snapshot was aborted during commit (client session closed?)"), {});
+    return;
+  }
+  auto reject = [&](Status s) {
+    spdlog::error("commit of job {} step {} rank {} failed: {}", w.job_id, w.step, w.rank,
+                  s.ToString());
+    AbortWrite(write_id, "commit failed");
+    done(std::move(s), {});
+  };
+  if (!verified.ok()) {
+    return reject(Status::DataLoss(verified.message() +
+                                   ": the bytes in shared memory differ from what the client "
+                                   "checksummed (written out of bounds or changed during commit)"));
+  }
+  HOLDFAST_FAILPOINT("commit.after_verify");
+  Job* job = FindJob(w.job_id);
+  if (job == nullptr) return reject(Status::NotFound("job " + w.job_id + " was dropped"));
+  const int64_t newest = job->NewestComplete();
+  if (w.step <= newest) {
+    return reject(Status::FailedPrecondition("step " + std::to_string(w.step) +
+                                             " is no longer newer than the latest complete "
+                                             "step " + std::to_string(newest)));
+  }
+  Version& version = job->versions[w.step];
+  version.step = w.step;
+  if (version.parts.count(w.rank)) {
+    return reject(Status::AlreadyExists("rank " + std::to_string(w.rank) +
+                                        " already committed step " + std::to_string(w.step)));
+  }
+
+  const bool complete = version.parts.size() + 1 == job->local_ranks.size();
+  const int64_t now = UnixMicros();
+  w.manifest.set_committed_unix_micros(now);
+  CatalogBatch batch;
+  batch.put_manifests.push_back(w.manifest);
+  std::vector<int64_t> to_drop;
+  if (complete) {
+    v1::VersionRecord rec;
+    rec.set_job_id(w.job_id);
+    rec.set_step(w.step);
+    rec.set_completed_unix_micros(now);
+    batch.put_versions.push_back(rec);
+    PlanRetention(*job, w.step, &batch, &to_drop);
+  }
+  HOLDFAST_FAILPOINT("commit.before_catalog");
+  const auto t_catalog = Clock::now();
+  if (Status s = catalog_->Apply(batch); !s.ok()) {
+    if (version.parts.empty()) job->versions.erase(w.step);
+    return reject(Status::Unavailable("catalog write failed: " + s.ToString()));
+  }
+  const double catalog_ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - t_catalog).count();
+  HOLDFAST_FAILPOINT("commit.after_catalog");
+
+  const uint64_t bytes = w.segment.bytes();
+  const int items = w.manifest.items_size();
+  job->last_segment[w.rank] = w.segment.name();
+  version.parts[w.rank] = RankPart{std::move(w.segment), std::move(w.manifest)};
+  const int rank = w.rank;
+  const int64_t step = w.step;
+  writes_.erase(it);
+  if (complete) {
+    version.complete = true;
+    version.completed_micros = now;
+    for (int64_t old : to_drop) DropVersionNow(*job, old);
+  }
+  spdlog::info("commit job {} step {} rank {}: {} items, {:.1f} MiB, verify {:.2f} ms, catalog "
+               "{:.2f} ms{}",
+               job->record.job_id(), step, rank, items, MiB(bytes), verify_micros / 1000.0,
+               catalog_ms, complete ? ", version complete" : "");
+  v1::CommitSnapshotResponse resp;
+  resp.set_version_complete(complete);
+  resp.set_verify_micros(verify_micros);
+  done(Status::Ok(), resp);
+}
+
+void SnapshotManager::PlanRetention(const Job& job, int64_t newest_complete, CatalogBatch* batch,
+                                    std::vector<int64_t>* to_drop) const {
+  int kept = 1;  // the version completing now
+  for (auto it = job.versions.rbegin(); it != job.versions.rend(); ++it) {
+    const Version& v = it->second;
+    if (it->first >= newest_complete || v.retired) continue;
+    // Older complete versions beyond the retention count, and every partial
+    // version older than the new one (it can no longer become the newest).
+    if (v.complete && kept < options_.retain_versions) {
+      ++kept;
+      continue;
+    }
+    batch->delete_versions.push_back({job.record.job_id(), it->first});
+    to_drop->push_back(it->first);
+  }
+}
+
+void SnapshotManager::DropVersionNow(Job& job, int64_t step) {
+  auto it = job.versions.find(step);
+  if (it == job.versions.end()) return;
+  Version& v = it->second;
+  if (v.leases > 0) {
+    v.retired = true;  // freed by the last CloseRestore
+    return;
+  }
+  for (auto& [rank, part] : v.parts) {
+    ReleaseSegment(std::move(part.segment), job.record.job_id(), rank);
+  }
+  job.versions.erase(it);
+}
+
+// ---- reading ---------------------------------------------------------------------------
+
+void SnapshotManager::FillVersionInfo(const Job& job, const Version& v,
+                                      v1::VersionInfo* out) const {
+  out->set_job_id(job.record.job_id());
+  out->set_step(v.step);
+  out->set_state(v.complete ? v1::VERSION_STATE_COMPLETE : v1::VERSION_STATE_PARTIAL);
+  uint64_t bytes = 0;
+  uint32_t items = 0;
+  int64_t committed = v.completed_micros;
+  for (const auto& [rank, part] : v.parts) {
+    out->add_committed_ranks(rank);
+    bytes += part.segment.bytes();
+    items += part.manifest.items_size();
+    committed = std::max(committed, part.manifest.committed_unix_micros());
+  }
+  out->set_bytes(bytes);
+  out->set_items(items);
+  out->set_committed_unix_micros(committed);
+  out->set_leases(v.leases);
+}
+
+Status SnapshotManager::List(const v1::ListVersionsRequest& req,
+                             v1::ListVersionsResponse* resp) const {
+  if (!req.job_id().empty() && !jobs_.count(req.job_id())) {
+    return Status::NotFound("job " + req.job_id() + " is not registered");
+  }
+  for (const auto& [id, job] : jobs_) {
+    if (!req.job_id().empty() && id != req.job_id()) continue;
+    for (const auto& [step, v] : job->versions) {
+      if (!v.retired) FillVersionInfo(*job, v, resp->add_versions());
+    }
+  }
+  return Status::Ok();
+}
+
+Status SnapshotManager::OpenRestore(const v1::OpenRestoreRequest& req,
+                                    v1::OpenRestoreResponse* resp) {
+  Job* job = FindJob(req.job_id());
+  if (job == nullptr) return Status::NotFound("job " + req.job_id() + " is not registered");
+  HOLDFAST_RETURN_IF_ERROR(CheckRank(*job, req.rank()));
+  const int64_t step = req.latest() ? job->NewestComplete() : req.step();
+  auto vit = job->versions.find(step);
+  if (vit == job->versions.end() || !vit->second.complete || vit->second.retired) {
+    return Status::NotFound(req.latest() ? "job " + req.job_id() + " has no complete version"
+                                         : "job " + req.job_id() +
+                                               " has no complete version at step " +
+                                               std::to_string(step));
+  }
+  Version& v = vit->second;
+  const RankPart& part = v.parts.at(req.rank());
+  if (req.names_size() == 0) {
+    *resp->mutable_items() = part.manifest.items();
+  } else {
+    std::map<std::string_view, const v1::Item*> by_name;
+    for (const v1::Item& item : part.manifest.items()) by_name[item.spec().name()] = &item;
+    for (const std::string& name : req.names()) {
+      auto found = by_name.find(name);
+      if (found == by_name.end()) {
+        return Status::NotFound("no item '" + name + "' in job " + req.job_id() + " step " +
+                                std::to_string(step) + " rank " + std::to_string(req.rank()));
+      }
+      *resp->add_items() = *found->second;
+    }
+  }
+  const uint64_t id = next_id_++;
+  leases_[id] = Lease{req.job_id(), step, req.rank(), req.session_id(), Clock::now()};
+  ++v.leases;
+  resp->set_lease_id(id);
+  resp->set_step(step);
+  resp->mutable_segment()->set_path(part.segment.path());
+  resp->mutable_segment()->set_bytes(part.segment.bytes());
+  spdlog::info("restore job {} step {} rank {}: {} items from {} (lease {})", req.job_id(), step,
+               req.rank(), resp->items_size(), part.segment.name(), id);
+  return Status::Ok();
+}
+
+Status SnapshotManager::CloseRestore(const v1::CloseRestoreRequest& req) {
+  auto it = leases_.find(req.lease_id());
+  if (it == leases_.end()) {
+    return Status::NotFound("no restore lease " + std::to_string(req.lease_id()) +
+                            " (closed or expired)");
+  }
+  const Lease lease = it->second;
+  leases_.erase(it);
+  Job* job = FindJob(lease.job_id);
+  if (job == nullptr) return Status::Ok();
+  auto vit = job->versions.find(lease.step);
+  if (vit == job->versions.end()) return Status::Ok();
+  Version& v = vit->second;
+  --v.leases;
+  const double ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - lease.started).count();
+  spdlog::info("restore job {} step {} rank {} closed after {:.1f} ms{}", lease.job_id,
+               lease.step, lease.rank, ms, req.verified() ? "" : ": CLIENT SAW A BAD CHECKSUM");
+  if (!req.verified() && !v.retired) {
+    // Check the claim; a damaged version must not be served again.
+    const RankPart& part = v.parts.at(lease.rank);
+    if (Status s = VerifyItems(part.segment.data(), part.segment.bytes(), part.manifest, 0, 1);
+        !s.ok()) {
+      spdlog::error("job {} step {} rank {} is damaged ({}); dropping the version", lease.job_id,
+                    lease.step, lease.rank, s.ToString());
+      CatalogBatch batch;
+      batch.delete_versions.push_back({lease.job_id, lease.step});
+      if (Status c = catalog_->Apply(batch); !c.ok()) {
+        spdlog::error("could not drop damaged version: {}", c.ToString());
+      }
+      v.retired = true;
+    }
+  }
+  if (v.retired && v.leases == 0) DropVersionNow(*job, lease.step);
+  return Status::Ok();
+}
+
+Status SnapshotManager::Drop(const v1::DropVersionsRequest& req,
+                             v1::DropVersionsResponse* resp) {
+  Job* job = FindJob(req.job_id());
+  if (job == nullptr) return Status::NotFound("job " + req.job_id() + " is not registered");
+  std::vector<int64_t> steps;
+  for (const auto& [step, v] : job->versions) {
+    if (v.retired || (!req.all() && step != req.step())) continue;
+    if (v.leases > 0) {
+      return Status::FailedPrecondition("step " + std::to_string(step) + " of job " +
+                                        req.job_id() + " is being restored (" +
+                                        std::to_string(v.leases) + " leases)");
+    }
+    steps.push_back(step);
+  }
+  if (!req.all() && steps.empty()) {
+    return Status::NotFound("job " + req.job_id() + " has no version at step " +
+                            std::to_string(req.step()));
+  }
+  CatalogBatch batch;
+  for (int64_t s : steps) batch.delete_versions.push_back({req.job_id(), s});
+  if (!batch.empty()) HOLDFAST_RETURN_IF_ERROR(catalog_->Apply(batch).WithContext("catalog"));
+  for (int64_t s : steps) {
+    DropVersionNow(*job, s);
+    resp->add_dropped_steps(s);
+  }
+  // Explicit drops give the memory back rather than pooling it.
+  for (auto it = pool_.begin(); it != pool_.end();) {
+    if (it->second.job_id != req.job_id()) {
+      ++it;
+      continue;
+    }
+    (void)segments_->Remove(it->second.segment.name());
+    pooled_bytes_ -= it->first;
+    used_bytes_ -= it->first;
+    it = pool_.erase(it);
+  }
+  spdlog::info("dropped {} versions of job {}", steps.size(), req.job_id());
+  return Status::Ok();
+}
+
+Status SnapshotManager::GetStatus(v1::GetStatusResponse* resp) const {
+  resp->set_node_id(options_.node_id);
+  resp->set_memory_budget_bytes(options_.memory_budget_bytes);
+  resp->set_memory_used_bytes(used_bytes_);
+  resp->set_memory_pooled_bytes(pooled_bytes_);
+  for (const auto& [id, job] : jobs_) {
+    v1::JobStatus* js = resp->add_jobs();
+    js->set_job_id(id);
+    js->set_world_size(job->record.world_size());
+    for (int r : job->local_ranks) js->add_local_ranks(r);
+    js->set_latest_complete_step(job->NewestComplete());
+    uint64_t bytes = 0;
+    uint32_t count = 0;
+    for (const auto& [step, v] : job->versions) {
+      if (v.retired) continue;
+      ++count;
+      for (const auto& [rank, part] : v.parts) bytes += part.segment.bytes();
+    }
+    js->set_versions(count);
+    js->set_bytes(bytes);
+  }
+  return Status::Ok();
+}
+
+// ---- timeouts --------------------------------------------------------------------------
+
+void SnapshotManager::ExpireStale(Clock::time_point now) {
+  std::vector<uint64_t> stale_writes;
+  for (const auto& [id, w] : writes_) {
+    if (!w->verifying && now - w->started > options_.write_timeout) stale_writes.push_back(id);
+  }
+  for (uint64_t id : stale_writes) AbortWrite(id, "write timeout");
+  std::vector<uint64_t> stale_leases;
+  for (const auto& [id, l] : leases_) {
+    if (now - l.started > options_.lease_timeout) stale_leases.push_back(id);
+  }
+  for (uint64_t id : stale_leases) {
+    spdlog::warn("restore lease {} expired", id);
+    v1::CloseRestoreRequest req;
+    req.set_lease_id(id);
+    req.set_verified(true);
+    (void)CloseRestore(req);
+  }
+}
+
+void SnapshotManager::StartTimers() {
+  if (timers_started_) return;
+  timers_started_ = true;
+  ScheduleExpiry();
+}
+
+void SnapshotManager::ScheduleExpiry() {
+  std::weak_ptr<bool> alive = alive_;
+  loop_->PostAfter(std::chrono::seconds(1), [this, alive] {
+    if (alive.expired()) return;
+    ExpireStale(Clock::now());
+    ScheduleExpiry();
+  });
+}
+
+}  // namespace holdfast::smp

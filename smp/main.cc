@@ -1,0 +1,120 @@
+// holdfastd: the snapshot-management daemon of one training node.
+//
+// Thin: parses the configuration, opens the catalog and the segment store,
+// recovers what a previous run committed, serves gRPC on a Unix socket, and
+// shuts down on SIGTERM/SIGINT leaving every committed segment in place for
+// the next start.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+
+#include "catalog/rocksdb_catalog.h"
+#include "config/config.h"
+#include "core/event_loop.h"
+#include "core/segment_store.h"
+#include "core/snapshot_manager.h"
+#include "server/snapshot_service.h"
+
+namespace {
+
+using holdfast::Status;
+namespace smp = holdfast::smp;
+
+int Fail(const Status& status) {
+  spdlog::critical("holdfastd: {}", status.ToString());
+  return 1;
+}
+
+// Largest request the daemon parses: bounds the memory a hostile or broken
+// client can make it allocate. A million items with long names fit.
+constexpr int kMaxMessageBytes = 256 << 20;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool exit_now = false;
+  auto config_or = smp::ParseCommandLine(argc, argv, &exit_now);
+  if (exit_now) return 0;
+  if (!config_or.ok()) {
+    fprintf(stderr, "%s\n", config_or.status().message().c_str());
+    return 2;
+  }
+  const smp::DaemonConfig& config = *config_or;
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ " + config.node_id + " %v");
+
+  // Signals are taken synchronously by this thread; block them before any
+  // other thread starts so that none of them receives one.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) return Fail(Status::Unavailable("cannot create " + config.data_dir + ": " + ec.message()));
+  const auto socket_dir = std::filesystem::path(config.socket_path).parent_path();
+  if (!socket_dir.empty()) std::filesystem::create_directories(socket_dir, ec);
+
+  auto catalog = smp::OpenRocksDbCatalog(config.data_dir + "/catalog");
+  if (!catalog.ok()) return Fail(catalog.status());
+  auto segments = smp::SegmentStore::Create({.directory = config.shm_dir,
+                                             .prefix = config.shm_prefix,
+                                             .mode = 0660,
+                                             .prefault = true});
+  if (!segments.ok()) return Fail(segments.status());
+
+  smp::WorkerPool workers(config.verify_threads);
+  smp::EventLoop loop;
+  smp::ManagerOptions options;
+  options.node_id = config.node_id;
+  options.memory_budget_bytes = config.memory_budget_bytes;
+  options.retain_versions = config.retain_versions;
+  options.max_items = config.max_items;
+  options.write_timeout = std::chrono::seconds(config.write_timeout_seconds);
+  options.lease_timeout = std::chrono::seconds(config.lease_timeout_seconds);
+  options.verify_on_commit = config.verify_on_commit;
+  auto manager =
+      std::make_unique<smp::SnapshotManager>(options, catalog->get(), &*segments, &workers, &loop);
+  const auto t_recover = std::chrono::steady_clock::now();
+  auto recovered = manager->Recover();
+  if (!recovered.ok()) return Fail(recovered.status().WithContext("recovery"));
+  const double recover_ms = std::chrono::duration<double, std::milli>(
+                                std::chrono::steady_clock::now() - t_recover)
+                                .count();
+
+  std::filesystem::remove(config.socket_path, ec);  // a stale socket from a crash
+  smp::SnapshotService service(manager.get(), &loop);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + config.socket_path, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    return Fail(Status::Unavailable("cannot listen on unix:" + config.socket_path));
+  }
+  chmod(config.socket_path.c_str(), 0660);
+  loop.Post([&] { manager->StartTimers(); });
+  spdlog::info("holdfastd serving on unix:{} (budget {:.1f} GiB, shm {}/{}-*, catalog {}, "
+               "recovered in {:.1f} ms: {})",
+               config.socket_path, config.memory_budget_bytes / double(1 << 30), config.shm_dir,
+               config.shm_prefix, config.data_dir, recover_ms, recovered->ToString());
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("signal {}: shutting down; committed snapshots stay in shared memory", sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  loop.Stop();
+  server.reset();
+  manager.reset();
+  std::filesystem::remove(config.socket_path, ec);
+  spdlog::info("holdfastd stopped");
+  return 0;
+}

@@ -1,0 +1,64 @@
+// gRPC front of holdfastd: translates holdfast.v1.Snapshot calls into
+// SnapshotManager calls posted to the daemon's event loop.
+//
+// Handlers never block: each one posts its work to the loop and returns a
+// reactor that the loop finishes. Requests and responses stay alive until
+// Finish (gRPC's callback contract), so the loop may fill them in place.
+//
+// Thread-safety: gRPC calls handlers on its own threads; all state access
+// happens on the loop.
+#ifndef HOLDFAST_SMP_SERVER_SNAPSHOT_SERVICE_H_
+#define HOLDFAST_SMP_SERVER_SNAPSHOT_SERVICE_H_
+
+#include "core/event_loop.h"
+#include "core/snapshot_manager.h"
+#include "holdfast/v1/snapshot.grpc.pb.h"
+
+namespace holdfast::smp {
+
+class SnapshotService final : public v1::Snapshot::CallbackService {
+ public:
+  SnapshotService(SnapshotManager* manager, EventLoop* loop) : manager_(manager), loop_(loop) {}
+
+  grpc::ServerUnaryReactor* RegisterJob(grpc::CallbackServerContext* ctx,
+                                        const v1::RegisterJobRequest* req,
+                                        v1::RegisterJobResponse* resp) override;
+  grpc::ServerWriteReactor<v1::SessionEvent>* OpenSession(
+      grpc::CallbackServerContext* ctx, const v1::OpenSessionRequest* req) override;
+  grpc::ServerUnaryReactor* BeginSnapshot(grpc::CallbackServerContext* ctx,
+                                          const v1::BeginSnapshotRequest* req,
+                                          v1::BeginSnapshotResponse* resp) override;
+  grpc::ServerUnaryReactor* CommitSnapshot(grpc::CallbackServerContext* ctx,
+                                           const v1::CommitSnapshotRequest* req,
+                                           v1::CommitSnapshotResponse* resp) override;
+  grpc::ServerUnaryReactor* AbortSnapshot(grpc::CallbackServerContext* ctx,
+                                          const v1::AbortSnapshotRequest* req,
+                                          v1::AbortSnapshotResponse* resp) override;
+  grpc::ServerUnaryReactor* ListVersions(grpc::CallbackServerContext* ctx,
+                                         const v1::ListVersionsRequest* req,
+                                         v1::ListVersionsResponse* resp) override;
+  grpc::ServerUnaryReactor* OpenRestore(grpc::CallbackServerContext* ctx,
+                                        const v1::OpenRestoreRequest* req,
+                                        v1::OpenRestoreResponse* resp) override;
+  grpc::ServerUnaryReactor* CloseRestore(grpc::CallbackServerContext* ctx,
+                                         const v1::CloseRestoreRequest* req,
+                                         v1::CloseRestoreResponse* resp) override;
+  grpc::ServerUnaryReactor* DropVersions(grpc::CallbackServerContext* ctx,
+                                         const v1::DropVersionsRequest* req,
+                                         v1::DropVersionsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
+                                      const v1::GetStatusRequest* req,
+                                      v1::GetStatusResponse* resp) override;
+
+ private:
+  // Posts `fn` (returning Status) to the loop and finishes the reactor with it.
+  template <typename Fn>
+  grpc::ServerUnaryReactor* OnLoop(grpc::CallbackServerContext* ctx, Fn fn);
+
+  SnapshotManager* const manager_;
+  EventLoop* const loop_;
+};
+
+}  // namespace holdfast::smp
+
+#endif  // HOLDFAST_SMP_SERVER_SNAPSHOT_SERVICE_H_
