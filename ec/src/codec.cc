@@ -27,10 +27,10 @@ constexpr size_t kMaxBlock = size_t{1} << 30;
 
 namespace internal {
 
-Status CheckNoOverlap(std::vector<Range>& ranges) {
-  ranges.erase(
-      std::remove_if(ranges.begin(), ranges.end(), [](const Range& r) { return r.begin == r.end; }),
-      ranges.end());
+Status CheckNoOverlap(std::span<Range> all) {
+  const auto nonempty =
+      std::partition(all.begin(), all.end(), [](const Range& r) { return r.begin != r.end; });
+  std::span<Range> ranges(all.begin(), nonempty);
   std::sort(ranges.begin(), ranges.end(),
             [](const Range& a, const Range& b) { return a.begin < b.begin; });
   // Sweep keeping the range that reaches furthest so far: a later range that
@@ -175,8 +175,8 @@ Status Codec::Encode(std::span<const uint8_t* const> data, std::span<uint8_t* co
   }
   if (len == 0) return Status::Ok();
 
-  std::vector<Range> ranges;
-  ranges.reserve(n());
+  Range ranges[kMaxChunks];
+  int nr = 0;
   uint8_t* src[kMaxChunks];
   uint8_t* dst[kMaxParityChunks];
   for (int i = 0; i < k_; ++i) {
@@ -186,7 +186,7 @@ Status Codec::Encode(std::span<const uint8_t* const> data, std::span<uint8_t* co
     // ISA-L reads sources through non-const pointers but never writes them.
     src[i] = const_cast<uint8_t*>(data[i]);
     auto b = reinterpret_cast<uintptr_t>(data[i]);
-    ranges.push_back({b, b + len, false, i});
+    ranges[nr++] = {b, b + len, false, i};
   }
   for (int p = 0; p < m_; ++p) {
     if (parity[p] == nullptr) {
@@ -194,9 +194,9 @@ Status Codec::Encode(std::span<const uint8_t* const> data, std::span<uint8_t* co
     }
     dst[p] = parity[p];
     auto b = reinterpret_cast<uintptr_t>(parity[p]);
-    ranges.push_back({b, b + len, true, k_ + p});
+    ranges[nr++] = {b, b + len, true, k_ + p};
   }
-  HOLDFAST_RETURN_IF_ERROR(CheckNoOverlap(ranges));
+  HOLDFAST_RETURN_IF_ERROR(CheckNoOverlap({ranges, static_cast<size_t>(nr)}));
 
   for (size_t done = 0; done < len;) {
     const size_t block = std::min(len - done, kMaxBlock);
@@ -282,8 +282,8 @@ Status Codec::Decode(std::span<uint8_t* const> chunks, ChunkMask available, Chun
 
   uint8_t* src[kMaxChunks];
   uint8_t* dst[kMaxChunks];
-  std::vector<Range> ranges;
-  ranges.reserve(n());
+  Range ranges[kMaxChunks];
+  int nr = 0;
   int ns = 0;
   int nd = 0;
   for (ChunkMask used = survivors | lost; used != 0; used &= used - 1) {
@@ -294,14 +294,14 @@ Status Codec::Decode(std::span<uint8_t* const> chunks, ChunkMask available, Chun
                                      std::to_string(idx) + " is null");
     }
     auto b = reinterpret_cast<uintptr_t>(chunks[idx]);
-    ranges.push_back({b, b + len, output, idx});
+    ranges[nr++] = {b, b + len, output, idx};
     if (output) {
       dst[nd++] = chunks[idx];
     } else {
       src[ns++] = chunks[idx];
     }
   }
-  HOLDFAST_RETURN_IF_ERROR(CheckNoOverlap(ranges));
+  HOLDFAST_RETURN_IF_ERROR(CheckNoOverlap({ranges, static_cast<size_t>(nr)}));
 
   HOLDFAST_ASSIGN_OR_RETURN(std::shared_ptr<const DecodeTables> tables, TablesFor(survivors, lost));
   uint8_t* tbls = const_cast<uint8_t*>(tables->tbls.data());  // ISA-L only reads them

@@ -3,7 +3,7 @@
 #define HOLDFAST_EC_SRC_OVERLAP_H_
 
 #include <cstdint>
-#include <vector>
+#include <span>
 
 #include "holdfast/ec/status.h"
 
@@ -17,8 +17,10 @@ struct Range {
 };
 
 // OK unless an output range overlaps another range (input or output). Inputs
-// may alias each other: they are only read. Sorts `ranges`.
-Status CheckNoOverlap(std::vector<Range>& ranges);
+// may alias each other: they are only read. Reorders `ranges`. Callers keep
+// the ranges on the stack (at most kMaxChunks): this runs on every coding
+// call, and small windows must not pay for allocations.
+Status CheckNoOverlap(std::span<Range> ranges);
 
 }  // namespace holdfast::ec::internal
 

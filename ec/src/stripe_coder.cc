@@ -20,7 +20,7 @@ constexpr uint64_t kMaxPiece = uint64_t{1} << 30;
 // piece per chunk that needs a partial copy. Allocated on first use.
 class Scratch {
  public:
-  Scratch(int n, uint64_t piece) : piece_(piece), per_chunk_(n) {}
+  explicit Scratch(uint64_t piece) : piece_(piece) {}
 
   const uint8_t* Zeros() {
     if (!zeros_) zeros_.reset(new uint8_t[piece_]());
@@ -35,7 +35,7 @@ class Scratch {
  private:
   uint64_t piece_;
   std::unique_ptr<uint8_t[]> zeros_;
-  std::vector<std::unique_ptr<uint8_t[]>> per_chunk_;
+  std::unique_ptr<uint8_t[]> per_chunk_[kMaxChunks];
 };
 
 // The bytes of `view` over [at, at + len) with virtual zeros past its size:
@@ -53,14 +53,34 @@ const uint8_t* InputWindow(const ChunkView& view, int chunk, uint64_t at, uint64
 
 // Checks the caller's real ranges: the codec only sees scratch pointers for
 // short chunks, so it cannot catch an output overlapping one of them.
-Status CheckViewsDisjoint(std::span<const ChunkView> views, ChunkMask inputs, ChunkMask outputs) {
-  std::vector<internal::Range> ranges;
+// `views[i]` is chunk `first + i`.
+Status CheckViewsDisjoint(std::span<const ChunkView> views, int first, ChunkMask inputs,
+                          ChunkMask outputs) {
+  internal::Range ranges[kMaxChunks];
+  size_t nr = 0;
   for (ChunkMask used = inputs | outputs; used != 0; used &= used - 1) {
     const int c = std::countr_zero(used);
-    const auto b = reinterpret_cast<uintptr_t>(views[c].data);
-    ranges.push_back({b, b + views[c].size, (outputs & ChunkBit(c)) != 0, c});
+    const ChunkView& v = views[c - first];
+    const auto b = reinterpret_cast<uintptr_t>(v.data);
+    ranges[nr++] = {b, b + v.size, (outputs & ChunkBit(c)) != 0, c};
   }
-  return internal::CheckNoOverlap(ranges);
+  return internal::CheckNoOverlap({ranges, nr});
+}
+
+// Both groups at once (data inputs, parity outputs) without copying views.
+Status CheckEncodeViews(std::span<const ChunkView> data, std::span<const ChunkView> parity) {
+  internal::Range ranges[kMaxChunks];
+  size_t nr = 0;
+  const int k = static_cast<int>(data.size());
+  for (int c = 0; c < k; ++c) {
+    const auto b = reinterpret_cast<uintptr_t>(data[c].data);
+    ranges[nr++] = {b, b + data[c].size, false, c};
+  }
+  for (size_t p = 0; p < parity.size(); ++p) {
+    const auto b = reinterpret_cast<uintptr_t>(parity[p].data);
+    ranges[nr++] = {b, b + parity[p].size, true, k + static_cast<int>(p)};
+  }
+  return internal::CheckNoOverlap({ranges, nr});
 }
 
 }  // namespace
@@ -113,14 +133,9 @@ Status StripeCoder::EncodeRange(std::span<const ChunkView> data, std::span<const
   }
   HOLDFAST_RETURN_IF_ERROR(CheckViews(data, 0, chunk_length, true));
   HOLDFAST_RETURN_IF_ERROR(CheckViews(parity, k, chunk_length, true));
-  {
-    std::vector<ChunkView> all(data.begin(), data.end());
-    all.insert(all.end(), parity.begin(), parity.end());
-    HOLDFAST_RETURN_IF_ERROR(
-        CheckViewsDisjoint(all, AllChunks(k), AllChunks(k + m) & ~AllChunks(k)));
-  }
+  HOLDFAST_RETURN_IF_ERROR(CheckEncodeViews(data, parity));
 
-  Scratch scratch(k, piece_bytes_);
+  Scratch scratch(piece_bytes_);
   const uint8_t* src[kMaxChunks];
   uint8_t* dst[kMaxParityChunks];
   for (uint64_t at = offset, end = offset + length; at < end;) {
@@ -153,9 +168,9 @@ Status StripeCoder::Rebuild(std::span<const ChunkView> chunks, ChunkMask availab
     const int c = std::countr_zero(used);
     HOLDFAST_RETURN_IF_ERROR(CheckViews(chunks.subspan(c, 1), c, chunk_length, true));
   }
-  HOLDFAST_RETURN_IF_ERROR(CheckViewsDisjoint(chunks, survivors, lost));
+  HOLDFAST_RETURN_IF_ERROR(CheckViewsDisjoint(chunks, 0, survivors, lost));
 
-  Scratch scratch(n, piece_bytes_);
+  Scratch scratch(piece_bytes_);
   uint8_t* ptrs[kMaxChunks] = {};
   for (uint64_t at = 0; at < chunk_length;) {
     const uint64_t len = std::min(piece_bytes_, chunk_length - at);
