@@ -1,0 +1,620 @@
+#include "config/config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <iostream>
+#include <set>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#ifndef HOLDFAST_VERSION
+#define HOLDFAST_VERSION "unknown"
+#endif
+
+namespace holdfast::smp {
+namespace {
+
+// A configuration file is a few hundred bytes; anything this big is the
+// wrong file.
+constexpr size_t kMaxConfigFileBytes = size_t{1} << 20;
+
+constexpr std::array<std::string_view, 7> kLogLevels = {"trace", "debug",    "info", "warn",
+                                                        "error", "critical", "off"};
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           auto lower = [](char c) {
+             return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+           };
+           return lower(x) == lower(y);
+         });
+}
+
+std::string Quoted(std::string_view text) {
+  std::string out = "\"";
+  out += text;
+  out += '"';
+  return out;
+}
+
+// ---- scalar parsers: text to value, no range rules ---------------------
+
+Result<int64_t> ParseInteger(std::string_view text, int64_t lo, int64_t hi) {
+  int64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ptr != end || ec == std::errc::invalid_argument) {
+    return Status::InvalidArgument("expected an integer, got " + Quoted(text));
+  }
+  if (ec == std::errc::result_out_of_range || value < lo || value > hi) {
+    return Status::InvalidArgument(Quoted(text) + " is out of range [" + std::to_string(lo) + ", " +
+                                   std::to_string(hi) + "]");
+  }
+  return value;
+}
+
+Result<bool> ParseBool(std::string_view text) {
+  for (std::string_view yes : {"true", "yes", "on"}) {
+    if (EqualsIgnoreCase(text, yes)) return true;
+  }
+  for (std::string_view no : {"false", "no", "off"}) {
+    if (EqualsIgnoreCase(text, no)) return false;
+  }
+  return Status::InvalidArgument("expected true or false, got " + Quoted(text));
+}
+
+// The largest unit that divides `bytes` exactly, so defaults print as "8GiB".
+std::string FormatByteSize(uint64_t bytes) {
+  static constexpr std::array<std::pair<std::string_view, int>, 4> kUnits = {
+      {{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}}};
+  if (bytes != 0) {
+    for (const auto& [unit, shift] : kUnits) {
+      if (bytes % (uint64_t{1} << shift) == 0) {
+        return std::to_string(bytes >> shift) + std::string(unit);
+      }
+    }
+  }
+  return std::to_string(bytes);
+}
+
+// ---- the schema --------------------------------------------------------
+//
+// One row per DaemonConfig field drives the YAML reader, the command line
+// and Validate(), so the three cannot drift apart.
+
+struct Field {
+  std::string_view key;   // YAML path: "snapshots.retain"
+  std::string_view flag;  // "--retain"
+  std::string_view help;
+  std::string_view arg;  // how --help names the value: PATH, N, SIZE...
+  bool is_bool;          // a --flag / --no-flag pair on the command line
+  Status (*set)(std::string_view text, DaemonConfig* config);  // parses only
+  Status (*check)(const DaemonConfig& config);                 // range rules
+  std::string (*show)(const DaemonConfig& config);             // for --help
+};
+
+template <std::string DaemonConfig::*kMember>
+Status SetString(std::string_view text, DaemonConfig* config) {
+  config->*kMember = std::string(text);
+  return Status::Ok();
+}
+template <std::string DaemonConfig::*kMember>
+std::string ShowString(const DaemonConfig& config) {
+  return config.*kMember;
+}
+
+template <int DaemonConfig::*kMember>
+Status SetInt(std::string_view text, DaemonConfig* config) {
+  HOLDFAST_ASSIGN_OR_RETURN(int64_t value, ParseInteger(text, INT_MIN, INT_MAX));
+  config->*kMember = static_cast<int>(value);
+  return Status::Ok();
+}
+template <int DaemonConfig::*kMember>
+std::string ShowInt(const DaemonConfig& config) {
+  return std::to_string(config.*kMember);
+}
+
+template <uint64_t DaemonConfig::*kMember>
+Status SetCount(std::string_view text, DaemonConfig* config) {
+  if (!text.empty() && text[0] == '-') {
+    return Status::InvalidArgument("expected a non-negative integer, got " + Quoted(text));
+  }
+  HOLDFAST_ASSIGN_OR_RETURN(int64_t value, ParseInteger(text, 0, INT64_MAX));
+  config->*kMember = static_cast<uint64_t>(value);
+  return Status::Ok();
+}
+template <uint64_t DaemonConfig::*kMember>
+std::string ShowCount(const DaemonConfig& config) {
+  return std::to_string(config.*kMember);
+}
+
+template <uint64_t DaemonConfig::*kMember>
+Status SetSize(std::string_view text, DaemonConfig* config) {
+  HOLDFAST_ASSIGN_OR_RETURN(config->*kMember, ParseByteSize(std::string(text)));
+  return Status::Ok();
+}
+template <uint64_t DaemonConfig::*kMember>
+std::string ShowSize(const DaemonConfig& config) {
+  return FormatByteSize(config.*kMember);
+}
+
+template <bool DaemonConfig::*kMember>
+Status SetBool(std::string_view text, DaemonConfig* config) {
+  HOLDFAST_ASSIGN_OR_RETURN(config->*kMember, ParseBool(text));
+  return Status::Ok();
+}
+template <bool DaemonConfig::*kMember>
+std::string ShowBool(const DaemonConfig& config) {
+  return config.*kMember ? "true" : "false";
+}
+
+template <std::string DaemonConfig::*kMember>
+Status CheckNotEmpty(const DaemonConfig& config) {
+  if ((config.*kMember).empty()) return Status::InvalidArgument("must not be empty");
+  return Status::Ok();
+}
+
+template <int DaemonConfig::*kMember, int kLo, int kHi>
+Status CheckIntRange(const DaemonConfig& config) {
+  int value = config.*kMember;
+  if (value < kLo || value > kHi) {
+    std::string range = kHi == INT_MAX
+                            ? "at least " + std::to_string(kLo)
+                            : "in [" + std::to_string(kLo) + ", " + std::to_string(kHi) + "]";
+    return Status::InvalidArgument("must be " + range + ", got " + std::to_string(value));
+  }
+  return Status::Ok();
+}
+
+template <uint64_t DaemonConfig::*kMember>
+Status CheckPositive(const DaemonConfig& config) {
+  if (config.*kMember == 0) return Status::InvalidArgument("must be greater than 0");
+  return Status::Ok();
+}
+
+Status CheckNodeId(const DaemonConfig& config) {
+  if (config.node_id.empty()) return Status::InvalidArgument("must not be empty");
+  // It names this node to its peers and in the catalog.
+  for (char c : config.node_id) {
+    if (c <= ' ' || c == 0x7f) {
+      return Status::InvalidArgument(Quoted(config.node_id) +
+                                     " must not contain spaces or control characters");
+    }
+  }
+  return Status::Ok();
+}
+
+Status CheckSocketPath(const DaemonConfig& config) {
+  if (config.socket_path.empty()) return Status::InvalidArgument("must not be empty");
+  // bind() needs the path and its NUL in sockaddr_un::sun_path.
+  constexpr size_t kMaxPath = sizeof(sockaddr_un{}.sun_path) - 1;
+  if (config.socket_path.size() > kMaxPath) {
+    return Status::InvalidArgument("is " + std::to_string(config.socket_path.size()) +
+                                   " bytes long; a Unix socket path has at most " +
+                                   std::to_string(kMaxPath));
+  }
+  return Status::Ok();
+}
+
+Status CheckShmPrefix(const DaemonConfig& config) {
+  // The same rule as SegmentStoreOptions::prefix.
+  const std::string& prefix = config.shm_prefix;
+  bool ok = !prefix.empty() && prefix.size() <= 32 &&
+            std::all_of(prefix.begin(), prefix.end(), [](char c) {
+              return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '_';
+            });
+  if (!ok) {
+    return Status::InvalidArgument(Quoted(prefix) + " must be 1 to 32 characters of [A-Za-z0-9_]");
+  }
+  return Status::Ok();
+}
+
+Status CheckLogLevel(const DaemonConfig& config) {
+  if (std::find(kLogLevels.begin(), kLogLevels.end(), config.log_level) != kLogLevels.end()) {
+    return Status::Ok();
+  }
+  std::string msg = Quoted(config.log_level) + " is not one of";
+  for (std::string_view level : kLogLevels) {
+    msg += ' ';
+    msg += level;
+  }
+  return Status::InvalidArgument(std::move(msg));
+}
+
+Status NoCheck(const DaemonConfig&) { return Status::Ok(); }
+
+using C = DaemonConfig;
+const std::array<Field, 13> kFields = {{
+    {"node_id", "--node-id", "this node's name among its peers", "NAME", false,
+     &SetString<&C::node_id>, &CheckNodeId, &ShowString<&C::node_id>},
+    {"socket", "--socket", "Unix socket trainers connect to", "PATH", false,
+     &SetString<&C::socket_path>, &CheckSocketPath, &ShowString<&C::socket_path>},
+    {"data_dir", "--data-dir", "directory of the catalog", "DIR", false, &SetString<&C::data_dir>,
+     &CheckNotEmpty<&C::data_dir>, &ShowString<&C::data_dir>},
+    {"shm.dir", "--shm-dir", "tmpfs directory for shared-memory segments", "DIR", false,
+     &SetString<&C::shm_dir>, &CheckNotEmpty<&C::shm_dir>, &ShowString<&C::shm_dir>},
+    {"shm.prefix", "--shm-prefix", "segment file name prefix, [A-Za-z0-9_]{1,32}", "NAME", false,
+     &SetString<&C::shm_prefix>, &CheckShmPrefix, &ShowString<&C::shm_prefix>},
+    {"memory.budget", "--memory-budget", "shared memory this daemon may hold in segments", "SIZE",
+     false, &SetSize<&C::memory_budget_bytes>, &CheckPositive<&C::memory_budget_bytes>,
+     &ShowSize<&C::memory_budget_bytes>},
+    {"snapshots.retain", "--retain", "complete versions kept per job", "N", false,
+     &SetInt<&C::retain_versions>, &CheckIntRange<&C::retain_versions, 1, INT_MAX>,
+     &ShowInt<&C::retain_versions>},
+    {"snapshots.max_items", "--max-items", "items in one rank's snapshot", "N", false,
+     &SetCount<&C::max_items>, &CheckPositive<&C::max_items>, &ShowCount<&C::max_items>},
+    {"snapshots.write_timeout_s", "--write-timeout-s",
+     "seconds a snapshot may stay open for writing", "SECONDS", false,
+     &SetInt<&C::write_timeout_seconds>, &CheckIntRange<&C::write_timeout_seconds, 1, INT_MAX>,
+     &ShowInt<&C::write_timeout_seconds>},
+    {"snapshots.lease_timeout_s", "--lease-timeout-s", "seconds a restore lease lasts", "SECONDS",
+     false, &SetInt<&C::lease_timeout_seconds>,
+     &CheckIntRange<&C::lease_timeout_seconds, 1, INT_MAX>, &ShowInt<&C::lease_timeout_seconds>},
+    {"snapshots.verify_on_commit", "--verify-on-commit", "checksum every item before commit", "",
+     true, &SetBool<&C::verify_on_commit>, &NoCheck, &ShowBool<&C::verify_on_commit>},
+    {"snapshots.verify_threads", "--verify-threads", "threads that compute checksums, 1-64", "N",
+     false, &SetInt<&C::verify_threads>, &CheckIntRange<&C::verify_threads, 1, 64>,
+     &ShowInt<&C::verify_threads>},
+    {"log.level", "--log-level", "trace, debug, info, warn, error, critical or off", "LEVEL", false,
+     &SetString<&C::log_level>, &CheckLogLevel, &ShowString<&C::log_level>},
+}};
+
+const Field* FindField(std::string_view key) {
+  for (const Field& field : kFields) {
+    if (field.key == key) return &field;
+  }
+  return nullptr;
+}
+
+// The keys directly under `section` ("" for the top level), in schema order:
+// leaf names and sub-section names.
+std::vector<std::string_view> KeysUnder(std::string_view section) {
+  std::vector<std::string_view> keys;
+  for (const Field& field : kFields) {
+    std::string_view rest = field.key;
+    if (!section.empty()) {
+      if (rest.size() <= section.size() || !rest.starts_with(section) ||
+          rest[section.size()] != '.') {
+        continue;
+      }
+      rest.remove_prefix(section.size() + 1);
+    }
+    rest = rest.substr(0, rest.find('.'));
+    if (std::find(keys.begin(), keys.end(), rest) == keys.end()) keys.push_back(rest);
+  }
+  return keys;
+}
+
+bool IsSection(std::string_view key) {
+  return FindField(key) == nullptr && !KeysUnder(key).empty();
+}
+
+// Parses `text` into the field and applies its range rule.
+Status SetField(const Field& field, std::string_view text, DaemonConfig* config) {
+  HOLDFAST_RETURN_IF_ERROR(field.set(text, config));
+  return field.check(*config);
+}
+
+// ---- YAML ----------------------------------------------------------------
+
+class YamlReader {
+ public:
+  explicit YamlReader(std::string file) : file_(std::move(file)) {}
+
+  Status ReadDocument(const std::string& text, DaemonConfig* config) const {
+    std::vector<YAML::Node> documents;
+    try {
+      documents = YAML::LoadAll(text);
+    } catch (const YAML::Exception& e) {
+      return Error(e.mark, "invalid YAML: " + e.msg);
+    }
+    if (documents.size() > 1) {
+      return Error(documents[1].Mark(),
+                   "holds " + std::to_string(documents.size()) + " YAML documents; expected one");
+    }
+    if (documents.empty() || documents[0].IsNull()) return Status::Ok();  // all defaults
+    const YAML::Node& root = documents[0];
+    if (!root.IsMap()) {
+      return Error(root.Mark(),
+                   "expected a mapping of keys at the top level (" + KeyList(KeysUnder("")) + ")");
+    }
+    try {
+      return ReadMapping(root, "", config);
+    } catch (const YAML::Exception& e) {  // not expected after a successful load
+      return Error(e.mark, e.msg);
+    }
+  }
+
+ private:
+  Status ReadMapping(const YAML::Node& map, const std::string& section,
+                     DaemonConfig* config) const {
+    std::set<std::string> seen;
+    for (const auto& entry : map) {
+      const YAML::Node& key = entry.first;
+      const YAML::Node& value = entry.second;
+      if (!key.IsScalar()) return Error(key.Mark(), "keys must be plain names");
+      std::string path = section.empty() ? key.Scalar() : section + "." + key.Scalar();
+      if (!seen.insert(path).second) return Error(key.Mark(), "duplicate key " + path);
+
+      if (const Field* field = FindField(path)) {
+        if (!value.IsScalar()) {
+          return Error(value.IsNull() ? key.Mark() : value.Mark(),
+                       path + ": expected a single value, got " + TypeName(value));
+        }
+        Status status = SetField(*field, value.Scalar(), config);
+        if (!status.ok()) return Error(value.Mark(), path + ": " + status.message());
+      } else if (IsSection(path)) {
+        if (value.IsNull()) continue;  // a section with every key commented out
+        if (!value.IsMap()) {
+          return Error(value.Mark(), path + ": expected a mapping (" + KeyList(KeysUnder(path)) +
+                                         "), got " + TypeName(value));
+        }
+        HOLDFAST_RETURN_IF_ERROR(ReadMapping(value, path, config));
+      } else {
+        return Error(key.Mark(),
+                     "unknown key " + path + "; expected one of " + KeyList(KeysUnder(section)));
+      }
+    }
+    return Status::Ok();
+  }
+
+  static std::string TypeName(const YAML::Node& node) {
+    switch (node.Type()) {
+      case YAML::NodeType::Null:
+        return "nothing";
+      case YAML::NodeType::Scalar:
+        return "a value";
+      case YAML::NodeType::Sequence:
+        return "a list";
+      case YAML::NodeType::Map:
+        return "a mapping";
+      case YAML::NodeType::Undefined:
+        break;
+    }
+    return "an undefined node";
+  }
+
+  static std::string KeyList(const std::vector<std::string_view>& keys) {
+    std::string out;
+    for (std::string_view key : keys) {
+      if (!out.empty()) out += ", ";
+      out += key;
+    }
+    return out;
+  }
+
+  // "<file>, line <n>: <what>" (yaml-cpp counts lines from 0).
+  Status Error(const YAML::Mark& mark, const std::string& what) const {
+    std::string msg = "config " + file_;
+    if (!mark.is_null()) msg += ", line " + std::to_string(mark.line + 1);
+    msg += ": ";
+    msg += what;
+    return Status::InvalidArgument(std::move(msg));
+  }
+
+  std::string file_;
+};
+
+Result<std::string> ReadSmallFile(const std::string& path) {
+  auto errno_status = [&path](int err) {
+    std::string msg = "config " + path + ": " + std::system_category().message(err);
+    if (err == ENOENT) return Status::NotFound(std::move(msg));
+    if (err == EACCES || err == EPERM) return Status(StatusCode::kPermissionDenied, std::move(msg));
+    return Status::InvalidArgument(std::move(msg));
+  };
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno_status(errno);
+  std::string text;
+  struct stat st;
+  Status status;
+  if (fstat(fd, &st) != 0) {
+    status = errno_status(errno);
+  } else if (!S_ISREG(st.st_mode)) {
+    status = Status::InvalidArgument("config " + path + " is not a regular file");
+  } else {
+    char buffer[4096];
+    while (status.ok()) {
+      ssize_t n = read(fd, buffer, sizeof(buffer));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        status = errno_status(errno);
+      } else if (n == 0) {
+        break;
+      } else if (text.size() + static_cast<size_t>(n) > kMaxConfigFileBytes) {
+        status = Status::InvalidArgument("config " + path + " is larger than " +
+                                         FormatByteSize(kMaxConfigFileBytes));
+      } else {
+        text.append(buffer, static_cast<size_t>(n));
+      }
+    }
+  }
+  close(fd);
+  if (!status.ok()) return status;
+  return text;
+}
+
+}  // namespace
+
+Result<uint64_t> ParseByteSize(const std::string& text) {
+  // Exact arithmetic: "1.5GiB" is 1610612736 bytes, not a double's guess.
+  __extension__ using Wide = unsigned __int128;
+  auto invalid = [&text](std::string_view why) {
+    return Status::InvalidArgument("size " + Quoted(text) + " " + std::string(why) +
+                                   " (sizes look like 8GiB, 512MiB, 1.5GiB or 4096)");
+  };
+  std::string_view rest = text;
+  auto skip_spaces = [&rest] {
+    while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
+  };
+  skip_spaces();
+  while (!rest.empty() && (rest.back() == ' ' || rest.back() == '\t')) rest.remove_suffix(1);
+  if (rest.empty()) return invalid("is empty");
+  if (rest.front() == '-') return invalid("is negative");
+
+  auto digits = [&rest] {
+    size_t n = 0;
+    while (n < rest.size() && rest[n] >= '0' && rest[n] <= '9') ++n;
+    std::string_view out = rest.substr(0, n);
+    rest.remove_prefix(n);
+    return out;
+  };
+  std::string_view whole = digits();
+  if (whole.empty()) return invalid("does not start with a number");
+  std::string_view fraction;
+  if (!rest.empty() && rest.front() == '.') {
+    rest.remove_prefix(1);
+    fraction = digits();
+    if (fraction.empty()) return invalid("has no digits after the point");
+  }
+  while (fraction.size() > 1 && fraction.back() == '0') fraction.remove_suffix(1);
+  if (fraction.size() > 18) return invalid("has too many decimal places");
+  skip_spaces();
+
+  static constexpr std::array<std::pair<std::string_view, int>, 10> kUnits = {{
+      {"", 0},
+      {"B", 0},
+      {"K", 10},
+      {"KiB", 10},
+      {"M", 20},
+      {"MiB", 20},
+      {"G", 30},
+      {"GiB", 30},
+      {"T", 40},
+      {"TiB", 40},
+  }};
+  int shift = -1;
+  for (const auto& [unit, unit_shift] : kUnits) {
+    if (EqualsIgnoreCase(rest, unit)) shift = unit_shift;
+  }
+  if (shift < 0) {
+    if (rest.size() == 2 &&
+        std::string_view("KkMmGgTtPpEe").find(rest[0]) != std::string_view::npos &&
+        (rest[1] == 'B' || rest[1] == 'b')) {
+      return invalid("has a decimal unit; write KiB, MiB, GiB or TiB");
+    }
+    return invalid("has an unknown unit " + Quoted(rest));
+  }
+
+  uint64_t whole_value = 0;
+  // `whole` is all digits: the only possible failure is overflow.
+  if (std::from_chars(whole.data(), whole.data() + whole.size(), whole_value).ec != std::errc()) {
+    return invalid("is too large");
+  }
+  Wide bytes = static_cast<Wide>(whole_value) << shift;
+  if (!fraction.empty()) {
+    uint64_t numerator = 0;
+    uint64_t denominator = 1;
+    for (char c : fraction) {
+      numerator = numerator * 10 + static_cast<uint64_t>(c - '0');
+      denominator *= 10;
+    }
+    Wide scaled = static_cast<Wide>(numerator) << shift;
+    if (numerator != 0 && scaled % denominator != 0) {
+      return invalid("is not a whole number of bytes");
+    }
+    bytes += scaled / denominator;
+  }
+  if (bytes > UINT64_MAX) return invalid("is too large");
+  return static_cast<uint64_t>(bytes);
+}
+
+Result<DaemonConfig> LoadConfigFile(const std::string& path) {
+  HOLDFAST_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
+  DaemonConfig config;
+  HOLDFAST_RETURN_IF_ERROR(YamlReader(path).ReadDocument(text, &config));
+  return config;
+}
+
+Status Validate(const DaemonConfig& config) {
+  std::string problems;
+  for (const Field& field : kFields) {
+    Status status = field.check(config);
+    if (status.ok()) continue;
+    if (!problems.empty()) problems += "; ";
+    problems += field.key;
+    problems += ": ";
+    problems += status.message();
+  }
+  if (problems.empty()) return Status::Ok();
+  return Status::InvalidArgument("invalid configuration: " + problems);
+}
+
+Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now) {
+  bool ignored_exit = false;
+  if (exit_now == nullptr) exit_now = &ignored_exit;
+  *exit_now = false;
+
+  CLI::App app(
+      "holdfastd: the holdfast node daemon. Settings come from --config FILE, then from the "
+      "flags below, which override the file.",
+      "holdfastd");
+  app.set_version_flag("--version", "holdfastd " HOLDFAST_VERSION);
+  std::string config_path;
+  CLI::Option* config_option =
+      app.add_option("--config", config_path,
+                     "YAML configuration file (see deploy/holdfastd.example.yaml)")
+          ->type_name("FILE");
+
+  const DaemonConfig defaults;
+  struct Flag {
+    CLI::Option* option = nullptr;
+    std::string text;
+    bool value = false;
+  };
+  std::vector<Flag> flags(kFields.size());  // sized once: CLI11 keeps pointers into it
+  for (size_t i = 0; i < kFields.size(); ++i) {
+    const Field& field = kFields[i];
+    std::string help = std::string(field.help) + " (" + std::string(field.key) + ", default " +
+                       field.show(defaults) + ")";
+    if (field.is_bool) {
+      std::string names = std::string(field.flag) + ",!--no-" + std::string(field.flag.substr(2));
+      flags[i].option = app.add_flag(names, flags[i].value, help);
+    } else {
+      flags[i].option = app.add_option(std::string(field.flag), flags[i].text, help)
+                            ->type_name(std::string(field.arg));
+    }
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
+      (void)app.exit(e, std::cout, std::cerr);  // --help or --version
+      std::cout.flush();
+      *exit_now = true;
+      return defaults;
+    }
+    return Status::InvalidArgument(std::string(e.what()) + "\n\n" + app.help());
+  }
+
+  DaemonConfig config;
+  if (config_option->count() > 0) {
+    HOLDFAST_ASSIGN_OR_RETURN(config, LoadConfigFile(config_path));
+  }
+  for (size_t i = 0; i < kFields.size(); ++i) {
+    const Field& field = kFields[i];
+    if (flags[i].option->count() == 0) continue;
+    std::string text = field.is_bool ? (flags[i].value ? "true" : "false") : flags[i].text;
+    Status status = SetField(field, text, &config);
+    if (!status.ok()) {
+      return Status::InvalidArgument(std::string(field.flag) + ": " + status.message());
+    }
+  }
+  HOLDFAST_RETURN_IF_ERROR(Validate(config));
+  return config;
+}
+
+}  // namespace holdfast::smp
