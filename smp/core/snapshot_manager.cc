@@ -114,13 +114,13 @@ struct SnapshotManager::Pooled {
 
 std::string RecoveryReport::ToString() const {
   return std::to_string(versions_restored) + " versions restored (" +
-         std::to_string(bytes_restored) + " bytes), " + std::to_string(versions_discarded) +
-         " discarded, " + std::to_string(segments_removed) + " stray segments removed";
+         std::to_string(bytes_restored) + " bytes), " + std::to_string(partial_versions_kept) +
+         " partial kept, " + std::to_string(versions_discarded) + " discarded, " +
+         std::to_string(segments_removed) + " stray segments removed";
 }
 
 SnapshotManager::SnapshotManager(ManagerOptions options, Catalog* catalog,
-                                 const SegmentStore* segments, WorkerPool* workers,
-                                 EventLoop* loop)
+                                 const SegmentStore* segments, WorkerPool* workers, EventLoop* loop)
     : options_(std::move(options)),
       catalog_(catalog),
       segments_(segments),
@@ -153,61 +153,68 @@ Result<RecoveryReport> SnapshotManager::Recover() {
     if (!manifests.count(key)) manifests[key];  // a version record without manifests
   }
 
+  // Complete versions first: a PARTIAL one is kept only if it is newer than
+  // the newest complete version that survives recovery (as while running,
+  // where a newer complete version retires older partial ones).
   std::set<std::string> kept_segments;
-  for (auto& [key, parts] : manifests) {
-    const auto& [job_id, step] = key;
-    auto discard = [&, &job_id = job_id, &step = step](const std::string& why) {
-      spdlog::error("recovery: discarding job {} step {}: {}", job_id, step, why);
-      cleanup.delete_versions.push_back({job_id, step});
-      ++report.versions_discarded;
-    };
-    Job* job = FindJob(job_id);
-    if (job == nullptr) {
-      discard("its job is not registered");
-      continue;
-    }
-    if (!complete.count(key)) {
-      discard("torn: not every local rank committed it");
-      continue;
-    }
-    Version version;
-    version.step = step;
-    version.complete = true;
-    Status bad;
-    for (const v1::RankManifestRecord* m : parts) {
-      if (!job->local_ranks.count(m->rank())) {
-        bad = Status::DataLoss("manifest of rank " + std::to_string(m->rank()) +
-                               ", not a local rank");
-        break;
+  for (const bool want_complete : {true, false}) {
+    for (auto& [key, parts] : manifests) {
+      const auto& [job_id, step] = key;
+      const bool is_complete = complete.count(key) > 0;
+      if (is_complete != want_complete) continue;
+      auto discard = [&, &job_id = job_id, &step = step](const std::string& why) {
+        spdlog::error("recovery: discarding job {} step {}: {}", job_id, step, why);
+        cleanup.delete_versions.push_back({job_id, step});
+        ++report.versions_discarded;
+      };
+      Job* job = FindJob(job_id);
+      if (job == nullptr) {
+        discard("its job is not registered");
+        continue;
       }
-      auto seg = segments_->Open(m->segment_name(), m->segment_bytes());
-      if (!seg.ok()) {
-        bad = seg.status();
-        break;
+      if (!is_complete && step <= job->NewestComplete()) {
+        discard("torn: not every local rank committed it before a newer version completed");
+        continue;
       }
-      if (Status s = VerifyItems(seg->data(), seg->bytes(), *m, 0, 1); !s.ok()) {
-        bad = s.WithContext("rank " + std::to_string(m->rank()));
-        break;
+      Version version;
+      version.step = step;
+      version.complete = is_complete;
+      Status bad;
+      for (const v1::RankManifestRecord* m : parts) {
+        if (!job->local_ranks.count(m->rank())) {
+          bad = Status::DataLoss("manifest of rank " + std::to_string(m->rank()) +
+                                 ", not a local rank");
+          break;
+        }
+        auto seg = segments_->Open(m->segment_name(), m->segment_bytes());
+        if (!seg.ok()) {
+          bad = seg.status();
+          break;
+        }
+        if (Status st = VerifyItems(seg->data(), seg->bytes(), *m, 0, 1); !st.ok()) {
+          bad = st.WithContext("rank " + std::to_string(m->rank()));
+          break;
+        }
+        version.parts[m->rank()] = RankPart{std::move(seg).value(), *m};
       }
-      version.parts[m->rank()] = RankPart{std::move(seg).value(), *m};
+      if (bad.ok() && is_complete && version.parts.size() != job->local_ranks.size()) {
+        bad = Status::DataLoss("has " + std::to_string(version.parts.size()) +
+                               " rank manifests, the job has " +
+                               std::to_string(job->local_ranks.size()) + " local ranks");
+      }
+      if (!bad.ok()) {
+        discard(bad.ToString());
+        continue;  // its mapped segments unmap here; the files go below
+      }
+      for (auto& [rank, part] : version.parts) {
+        kept_segments.insert(part.segment.name());
+        used_bytes_ += part.segment.bytes();
+        report.bytes_restored += part.segment.bytes();
+        job->last_segment[rank] = part.segment.name();
+      }
+      ++(is_complete ? report.versions_restored : report.partial_versions_kept);
+      job->versions[step] = std::move(version);
     }
-    if (bad.ok() && version.parts.size() != job->local_ranks.size()) {
-      bad = Status::DataLoss("has " + std::to_string(version.parts.size()) +
-                             " rank manifests, the job has " +
-                             std::to_string(job->local_ranks.size()) + " local ranks");
-    }
-    if (!bad.ok()) {
-      discard(bad.ToString());
-      continue;  // its mapped segments unmap here; the files go below
-    }
-    for (auto& [rank, part] : version.parts) {
-      kept_segments.insert(part.segment.name());
-      used_bytes_ += part.segment.bytes();
-      report.bytes_restored += part.segment.bytes();
-      job->last_segment[rank] = part.segment.name();
-    }
-    ++report.versions_restored;
-    job->versions[step] = std::move(version);
   }
   if (!cleanup.empty()) {
     HOLDFAST_RETURN_IF_ERROR(catalog_->Apply(cleanup).WithContext("recovery cleanup"));
@@ -223,9 +230,10 @@ Result<RecoveryReport> SnapshotManager::Recover() {
     ++report.segments_removed;
   }
   if (used_bytes_ > options_.memory_budget_bytes) {
-    spdlog::warn("recovered {:.1f} MiB exceeds the memory budget of {:.1f} MiB; new snapshots "
-                 "will be refused until versions are dropped",
-                 MiB(used_bytes_), MiB(options_.memory_budget_bytes));
+    spdlog::warn(
+        "recovered {:.1f} MiB exceeds the memory budget of {:.1f} MiB; new snapshots "
+        "will be refused until versions are dropped",
+        MiB(used_bytes_), MiB(options_.memory_budget_bytes));
   }
   spdlog::info("recovery: {}", report.ToString());
   return report;
@@ -270,10 +278,10 @@ Status SnapshotManager::RegisterJob(const v1::RegisterJobRequest& req,
 
   if (Job* job = FindJob(req.job_id())) {
     if (job->record.world_size() != req.world_size() || job->local_ranks != ranks) {
-      return Status::FailedPrecondition(
-          "job " + req.job_id() + " is registered with world size " +
-          std::to_string(job->record.world_size()) + " and local ranks " +
-          RanksToString(job->local_ranks) + "; drop it to register it differently");
+      return Status::FailedPrecondition("job " + req.job_id() + " is registered with world size " +
+                                        std::to_string(job->record.world_size()) +
+                                        " and local ranks " + RanksToString(job->local_ranks) +
+                                        "; drop it to register it differently");
     }
     return Status::Ok();
   }
@@ -285,8 +293,8 @@ Status SnapshotManager::RegisterJob(const v1::RegisterJobRequest& req,
   CatalogBatch batch;
   batch.put_jobs.push_back(job->record);
   HOLDFAST_RETURN_IF_ERROR(catalog_->Apply(batch).WithContext("catalog"));
-  spdlog::info("registered job {} (world size {}, local ranks {})", req.job_id(),
-               req.world_size(), RanksToString(ranks));
+  spdlog::info("registered job {} (world size {}, local ranks {})", req.job_id(), req.world_size(),
+               RanksToString(ranks));
   jobs_[req.job_id()] = std::move(job);
   return Status::Ok();
 }
@@ -347,6 +355,18 @@ void SnapshotManager::TrimPool(uint64_t need) {
   }
 }
 
+uint64_t SnapshotManager::EvictableBytes() const {
+  uint64_t bytes = 0;
+  for (const auto& [id, job] : jobs_) {
+    const int64_t newest = job->NewestComplete();
+    for (const auto& [step, v] : job->versions) {
+      if (!v.complete || v.retired || v.leases > 0 || step == newest) continue;
+      for (const auto& [rank, part] : v.parts) bytes += part.segment.bytes();
+    }
+  }
+  return bytes;
+}
+
 bool SnapshotManager::EvictOneVersion(const std::string& prefer_job) {
   // The oldest complete version that is not its job's newest and not leased,
   // preferring the job that needs the room.
@@ -400,6 +420,16 @@ Result<Segment> SnapshotManager::AcquireSegment(Job& job, int rank, uint64_t byt
       return seg;
     }
     if (used_bytes_ + bytes <= options_.memory_budget_bytes) break;
+    // Free nothing unless freeing can make enough room: a refused snapshot
+    // must leave every version (and the pool) as it was.
+    if (used_bytes_ + bytes - options_.memory_budget_bytes > pooled_bytes_ + EvictableBytes()) {
+      return Status::ResourceExhausted(
+          "snapshot needs " + std::to_string(bytes) + " bytes; memory budget " +
+          std::to_string(options_.memory_budget_bytes) + ", in use " + std::to_string(used_bytes_) +
+          ", of which only " + std::to_string(pooled_bytes_ + EvictableBytes()) +
+          " can be freed (a job's newest complete version, leased versions and snapshots being "
+          "written cannot be evicted)");
+    }
     if (!pool_.empty()) {
       TrimPool(used_bytes_ + bytes - options_.memory_budget_bytes);
       continue;
@@ -407,8 +437,7 @@ Result<Segment> SnapshotManager::AcquireSegment(Job& job, int rank, uint64_t byt
     if (!EvictOneVersion(job_id)) {
       return Status::ResourceExhausted(
           "snapshot needs " + std::to_string(bytes) + " bytes; memory budget " +
-          std::to_string(options_.memory_budget_bytes) + ", in use " +
-          std::to_string(used_bytes_) +
+          std::to_string(options_.memory_budget_bytes) + ", in use " + std::to_string(used_bytes_) +
           " by versions that cannot be evicted (a job's newest complete version, leased "
           "versions, snapshots being written)");
     }
@@ -459,9 +488,8 @@ Status SnapshotManager::Begin(const v1::BeginSnapshotRequest& req,
     }
   }
 
-  HOLDFAST_ASSIGN_OR_RETURN(ItemPlacement placement,
-                            PlaceItems(req.items(), options_.max_items,
-                                       options_.memory_budget_bytes));
+  HOLDFAST_ASSIGN_OR_RETURN(ItemPlacement placement, PlaceItems(req.items(), options_.max_items,
+                                                                options_.memory_budget_bytes));
   const uint64_t bytes = std::max<uint64_t>(kPage, (placement.end + kPage - 1) & ~(kPage - 1));
   HOLDFAST_ASSIGN_OR_RETURN(Segment seg, AcquireSegment(*job, req.rank(), bytes));
 
@@ -508,11 +536,10 @@ void SnapshotManager::AbortWrite(uint64_t write_id, const char* why) {
 
 Status SnapshotManager::Abort(const v1::AbortSnapshotRequest& req) {
   auto it = writes_.find(req.write_id());
-  if (it == writes_.end() || it->second->job_id != req.job_id() ||
-      it->second->rank != req.rank()) {
+  if (it == writes_.end() || it->second->job_id != req.job_id() || it->second->rank != req.rank()) {
     return Status::NotFound("no snapshot in progress with write id " +
-                            std::to_string(req.write_id()) + " for job " + req.job_id() +
-                            " rank " + std::to_string(req.rank()));
+                            std::to_string(req.write_id()) + " for job " + req.job_id() + " rank " +
+                            std::to_string(req.rank()));
   }
   AbortWrite(req.write_id(), "aborted by the client");
   return Status::Ok();
@@ -534,9 +561,9 @@ void SnapshotManager::Commit(const v1::CommitSnapshotRequest& req, CommitDone do
   }
   if (w.verifying) return fail(Status::FailedPrecondition("commit already in progress"));
   if (req.checksums_size() != w.manifest.items_size()) {
-    return fail(Status::InvalidArgument(
-        "commit carries " + std::to_string(req.checksums_size()) + " checksums for " +
-        std::to_string(w.manifest.items_size()) + " items"));
+    return fail(Status::InvalidArgument("commit carries " + std::to_string(req.checksums_size()) +
+                                        " checksums for " +
+                                        std::to_string(w.manifest.items_size()) + " items"));
   }
   for (int i = 0; i < req.checksums_size(); ++i) {
     w.manifest.mutable_items(i)->set_checksum(req.checksums(i));
@@ -573,9 +600,9 @@ void SnapshotManager::Commit(const v1::CommitSnapshotRequest& req, CommitDone do
         if (shared->first_error.ok()) shared->first_error = s;
       }
       if (shared->remaining.fetch_sub(1) != 1) return;
-      const int64_t micros = std::chrono::duration_cast<std::chrono::microseconds>(
-                                 Clock::now() - shared->start)
-                                 .count();
+      const int64_t micros =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - shared->start)
+              .count();
       loop_->Post([=, this] {
         if (alive.expired()) return;
         Status result;
@@ -621,7 +648,8 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
   if (w.step <= newest) {
     return reject(Status::FailedPrecondition("step " + std::to_string(w.step) +
                                              " is no longer newer than the latest complete "
-                                             "step " + std::to_string(newest)));
+                                             "step " +
+                                             std::to_string(newest)));
   }
   Version& version = job->versions[w.step];
   version.step = w.step;
@@ -666,10 +694,11 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
     version.completed_micros = now;
     for (int64_t old : to_drop) DropVersionNow(*job, old);
   }
-  spdlog::info("commit job {} step {} rank {}: {} items, {:.1f} MiB, verify {:.2f} ms, catalog "
-               "{:.2f} ms{}",
-               job->record.job_id(), step, rank, items, MiB(bytes), verify_micros / 1000.0,
-               catalog_ms, complete ? ", version complete" : "");
+  spdlog::info(
+      "commit job {} step {} rank {}: {} items, {:.1f} MiB, verify {:.2f} ms, catalog "
+      "{:.2f} ms{}",
+      job->record.job_id(), step, rank, items, MiB(bytes), verify_micros / 1000.0, catalog_ms,
+      complete ? ", version complete" : "");
   v1::CommitSnapshotResponse resp;
   resp.set_version_complete(complete);
   resp.set_verify_micros(verify_micros);
@@ -751,10 +780,10 @@ Status SnapshotManager::OpenRestore(const v1::OpenRestoreRequest& req,
   const int64_t step = req.latest() ? job->NewestComplete() : req.step();
   auto vit = job->versions.find(step);
   if (vit == job->versions.end() || !vit->second.complete || vit->second.retired) {
-    return Status::NotFound(req.latest() ? "job " + req.job_id() + " has no complete version"
-                                         : "job " + req.job_id() +
-                                               " has no complete version at step " +
-                                               std::to_string(step));
+    return Status::NotFound(req.latest()
+                                ? "job " + req.job_id() + " has no complete version"
+                                : "job " + req.job_id() + " has no complete version at step " +
+                                      std::to_string(step));
   }
   Version& v = vit->second;
   const RankPart& part = v.parts.at(req.rank());
@@ -798,10 +827,9 @@ Status SnapshotManager::CloseRestore(const v1::CloseRestoreRequest& req) {
   if (vit == job->versions.end()) return Status::Ok();
   Version& v = vit->second;
   --v.leases;
-  const double ms =
-      std::chrono::duration<double, std::milli>(Clock::now() - lease.started).count();
-  spdlog::info("restore job {} step {} rank {} closed after {:.1f} ms{}", lease.job_id,
-               lease.step, lease.rank, ms, req.verified() ? "" : ": CLIENT SAW A BAD CHECKSUM");
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - lease.started).count();
+  spdlog::info("restore job {} step {} rank {} closed after {:.1f} ms{}", lease.job_id, lease.step,
+               lease.rank, ms, req.verified() ? "" : ": CLIENT SAW A BAD CHECKSUM");
   if (!req.verified() && !v.retired) {
     // Check the claim; a damaged version must not be served again.
     const RankPart& part = v.parts.at(lease.rank);
@@ -821,17 +849,16 @@ Status SnapshotManager::CloseRestore(const v1::CloseRestoreRequest& req) {
   return Status::Ok();
 }
 
-Status SnapshotManager::Drop(const v1::DropVersionsRequest& req,
-                             v1::DropVersionsResponse* resp) {
+Status SnapshotManager::Drop(const v1::DropVersionsRequest& req, v1::DropVersionsResponse* resp) {
   Job* job = FindJob(req.job_id());
   if (job == nullptr) return Status::NotFound("job " + req.job_id() + " is not registered");
   std::vector<int64_t> steps;
   for (const auto& [step, v] : job->versions) {
     if (v.retired || (!req.all() && step != req.step())) continue;
     if (v.leases > 0) {
-      return Status::FailedPrecondition("step " + std::to_string(step) + " of job " +
-                                        req.job_id() + " is being restored (" +
-                                        std::to_string(v.leases) + " leases)");
+      return Status::FailedPrecondition("step " + std::to_string(step) + " of job " + req.job_id() +
+                                        " is being restored (" + std::to_string(v.leases) +
+                                        " leases)");
     }
     steps.push_back(step);
   }

@@ -59,9 +59,10 @@ struct ManagerOptions {
 
 // What Recover() found.
 struct RecoveryReport {
-  int versions_restored = 0;
-  int versions_discarded = 0;  // torn, missing segments or checksum mismatch
-  int segments_removed = 0;    // files with our prefix that no version uses
+  int versions_restored = 0;      // complete versions
+  int partial_versions_kept = 0;  // newer than every complete one: may still complete
+  int versions_discarded = 0;     // torn, missing segments or checksum mismatch
+  int segments_removed = 0;       // files with our prefix that no version uses
   uint64_t bytes_restored = 0;
   std::string ToString() const;
 };
@@ -78,9 +79,11 @@ class SnapshotManager {
   SnapshotManager(const SnapshotManager&) = delete;
   SnapshotManager& operator=(const SnapshotManager&) = delete;
 
-  // Loads the catalog, reattaches and verifies every complete version's
-  // segments, discards torn or damaged versions, removes segments nobody
-  // uses. Call once, before serving (on any thread, the loop not yet used).
+  // Loads the catalog, reattaches and verifies every committed rank part,
+  // keeps complete versions and partial ones newer than the newest complete
+  // one (their other ranks may still commit), discards torn or damaged
+  // versions, removes segments nobody uses. Call once, before serving (on any thread, the loop not
+  // yet used).
   Result<RecoveryReport> Recover();
 
   // Starts the periodic expiry of abandoned writes and leases.
@@ -119,6 +122,9 @@ class SnapshotManager {
   Result<Segment> AcquireSegment(Job& job, int rank, uint64_t bytes);
   void ReleaseSegment(Segment segment, const std::string& job_id, int rank);
   bool EvictOneVersion(const std::string& prefer_job);
+  // Bytes EvictOneVersion could free: complete versions neither newest nor
+  // leased.
+  uint64_t EvictableBytes() const;
   void AbortWrite(uint64_t write_id, const char* why);
   void FinishCommit(uint64_t write_id, Status verified, int64_t verify_micros, CommitDone done);
   // Retention and cleanup after `job` gained a complete version: the batch
@@ -145,8 +151,8 @@ class SnapshotManager {
   struct Pooled;
   std::multimap<uint64_t, Pooled> pool_;
   uint64_t pooled_bytes_ = 0;
-  uint64_t used_bytes_ = 0;  // every mapped segment
-  uint64_t next_id_ = 1;     // writes, leases, sessions
+  uint64_t used_bytes_ = 0;   // every mapped segment
+  uint64_t next_id_ = 1;      // writes, leases, sessions
   uint64_t seg_id_next_ = 0;  // segment ids reserved from the catalog
   uint64_t seg_id_end_ = 0;
   bool timers_started_ = false;

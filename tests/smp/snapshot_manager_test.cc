@@ -334,17 +334,18 @@ TEST_F(SnapshotManagerTest, RecoveryRestoresVerifiesAndCleans) {
     ASSERT_TRUE(Save("j", 0, step).ok());
     ASSERT_TRUE(Save("j", 1, step).ok());
   }
-  ASSERT_TRUE(Save("j", 0, 4).ok());  // torn: rank 1 never commits step 4
+  ASSERT_TRUE(Save("j", 0, 4).ok());  // step 4: only rank 0 so far
 
   NewManager();
   auto report = OnLoop([&] { return manager_->Recover(); });
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   EXPECT_EQ(report->versions_restored, 2);
-  EXPECT_EQ(report->versions_discarded, 1);  // the torn step 4
+  EXPECT_EQ(report->partial_versions_kept, 1);  // step 4 may still complete
+  EXPECT_EQ(report->versions_discarded, 0);
   EXPECT_EQ(Steps("j"), (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(*RestoreAndCheck("j", 0), 3);
   EXPECT_EQ(*RestoreAndCheck("j", 1, 2), 2);
-  EXPECT_EQ(SegmentFiles(), 4u);  // 2 versions x 2 ranks; torn and pooled removed
+  EXPECT_EQ(SegmentFiles(), 5u);  // 2 versions x 2 ranks + step 4's rank 0; pooled removed
 
   // Damage step 3 in RAM: the next restart discards it and serves step 2.
   v1::OpenRestoreRequest req;
@@ -365,7 +366,23 @@ TEST_F(SnapshotManagerTest, RecoveryRestoresVerifiesAndCleans) {
   EXPECT_EQ(report->versions_restored, 1);
   EXPECT_EQ(report->versions_discarded, 1);
   EXPECT_EQ(*RestoreAndCheck("j", 0), 2);
-  EXPECT_EQ(SegmentFiles(), 2u);
+  EXPECT_EQ(SegmentFiles(), 3u);  // step 2 x 2 ranks + the partial step 4
+
+  // Rank 1 completes step 4 after the restart.
+  ASSERT_TRUE(Save("j", 1, 4).ok());
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(*RestoreAndCheck("j", 1), 4);
+}
+
+TEST_F(SnapshotManagerTest, RefusedSnapshotEvictsNothing) {
+  NewManager(/*budget=*/300 << 10);  // two 128 KiB rank snapshots fit
+  ASSERT_TRUE(Register("j", {0}).ok());
+  ASSERT_TRUE(Save("j", 0, 1).ok());
+  ASSERT_TRUE(Save("j", 0, 2).ok());
+  // Four items (256 KiB) can never fit beside the newest version.
+  EXPECT_EQ(Save("j", 0, 3, 4).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(*RestoreAndCheck("j", 0, 1), 1);
 }
 
 }  // namespace
