@@ -93,6 +93,9 @@ void StartSignalWatcher() {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // A helper that dies turns writes to its pipe into EPIPE, which the
+  // caller reports, instead of killing the bench before it cleans up.
+  signal(SIGPIPE, SIG_IGN);
   std::thread([set] {
     int sig = 0;
     sigwait(&set, &sig);
@@ -113,6 +116,7 @@ pid_t ForkExec(std::vector<std::string> args, int in_fd, int out_fd, int err_fd)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
+    signal(SIGPIPE, SIG_DFL);  // StartSignalWatcher ignores it in the bench
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (in_fd >= 0) dup2(in_fd, 0);
     if (out_fd >= 0) dup2(out_fd, 1);
@@ -144,10 +148,13 @@ std::string RunAndCapture(std::vector<std::string> args) {
   posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
-  sigset_t none;
+  sigset_t none, pipe_default;
   sigemptyset(&none);
+  sigemptyset(&pipe_default);
+  sigaddset(&pipe_default, SIGPIPE);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setsigdefault(&attr, &pipe_default);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   std::vector<char*> argv = Argv(args);
   pid_t pid;
   const int rc = posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), environ);

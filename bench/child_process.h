@@ -32,15 +32,16 @@ void CleanUpAll();
 
 // Blocks SIGINT and SIGTERM in the calling thread (call it before starting
 // any other thread, so that all inherit the mask) and takes them on a
-// detached thread that cleans up and exits with 128 + the signal.
+// detached thread that cleans up and exits with 128 + the signal. Also
+// ignores SIGPIPE (children get the default back).
 void StartSignalWatcher();
 
 // Starts `args` (args[0] is a path, not searched in PATH) with the given
-// descriptors as stdin, stdout, stderr (-1: inherit) and an empty signal
-// mask; the child is killed if this process dies (PR_SET_PDEATHSIG) and is
-// registered for cleanup. It forks: call it only while this process has a
-// single thread that matters (before gRPC starts its threads), or use
-// RunAndCapture.
+// descriptors as stdin, stdout, stderr (-1: inherit), an empty signal mask
+// and SIGPIPE at its default; the child is killed if this process dies
+// (PR_SET_PDEATHSIG) and is registered for cleanup. It forks: call it only
+// while this process has a single thread that matters (before gRPC starts
+// its threads), or use RunAndCapture.
 pid_t ForkExec(std::vector<std::string> args, int in_fd, int out_fd, int err_fd);
 
 // Sends `signal_number` to `pid`, waits up to `timeout_seconds` for it to

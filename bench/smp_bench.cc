@@ -10,7 +10,9 @@
 // (default 64 x 16 MiB = 1 GiB) in one pre-faulted buffer of this process.
 // Contenders, each timed as a whole call:
 //
-//   memcpy                 the snapshot into a second pre-faulted buffer
+//   memcpy                 the snapshot into a second pre-faulted buffer; and
+//                          the client's copy + checksum loop between the same
+//                          buffers (what the checksum alone costs)
 //   hand-off               Client::Save (Begin, copy + checksum into the
 //                          daemon's shared memory, Commit): cold (the first
 //                          saves, which get new segments and new mappings),
@@ -28,8 +30,8 @@
 // run once. Then two phases of --repeats repeats each; a repeat runs every
 // contender of its phase once, in an order reversed every other repeat:
 //
-//   A  memcpy, steady hand-off (both daemons), warm restore: nothing in the
-//      rotation maps or faults in new memory
+//   A  memcpy (+ checksum), steady hand-off (both daemons), warm restore:
+//      nothing in the rotation maps or faults in new memory
 //   B  memcpy, steady hand-off, warm restore again, rotated with everything
 //      that does: the new-Client hand-off, both new-process restores and
 //      torch. On the VMs we run on, first touches of new mappings slow down
@@ -69,7 +71,9 @@
 
 #include "child_process.h"
 #include "holdfast/client/client.h"
+#include "holdfast/ec/checksum.h"
 #include "holdfast/ec/status.h"
+#include "torch_peer.h"
 
 namespace {
 
@@ -81,6 +85,7 @@ using holdfast::bench::ForkExec;
 using holdfast::bench::RemoveAtExit;
 using holdfast::bench::RunAndCapture;
 using holdfast::bench::StopProcess;
+using holdfast::bench::TorchPeer;
 using holdfast::client::Client;
 using holdfast::client::DType;
 using holdfast::client::ItemView;
@@ -190,6 +195,7 @@ struct Flags {
 constexpr char kUsage[] =
     "usage: smp_bench [--repeats N] [--items N] [--item-bytes N] [--budget N] [--json FILE]\n"
     "                 [--holdfastd PATH] [--python PATH] [--script PATH] [--no-torch] [--keep]\n"
+    "                 [--only KEY,...]\n"
     "  --repeats N      timed runs of every contender (default 7)\n"
     "  --items N        items per snapshot (default 64)\n"
     "  --item-bytes N   bytes per item, a multiple of 4 (default 16M; suffixes K, M, G)\n"
@@ -338,63 +344,6 @@ int CountSegments(const std::string& shm, const Daemon& d) {
   }
   return n;
 }
-
-// bench/torch_save_bench.py --serve, driven line by line over pipes.
-class TorchPeer {
- public:
-  void Start(const Flags& flags, const std::string& data_file, const std::string& out_file) {
-    int to[2], from[2];
-    if (pipe2(to, O_CLOEXEC) != 0 || pipe2(from, O_CLOEXEC) != 0) Fatal("pipe failed");
-    pid_ = ForkExec({flags.python, flags.script, "--serve", "--data", data_file, "--out", out_file,
-                     "--items", std::to_string(flags.items)},
-                    to[0], from[1], -1);
-    close(to[0]);
-    close(from[1]);
-    to_ = fdopen(to[1], "w");
-    from_ = fdopen(from[0], "r");
-    const std::string ready = ReadLine();
-    if (!ready.starts_with("ready ")) Fatal("torch_save_bench.py: " + ready);
-    versions_ = ready.substr(6);
-  }
-
-  // "save" or "load": the seconds the script measured.
-  double Time(const char* command) {
-    std::fprintf(to_, "%s\n", command);
-    std::fflush(to_);
-    const std::string line = ReadLine();
-    char* end = nullptr;
-    const double seconds = std::strtod(line.c_str(), &end);
-    if (end == line.c_str() || seconds <= 0) Fatal(std::string("torch ") + command + ": " + line);
-    return seconds;
-  }
-
-  void Stop() {
-    if (pid_ == 0) return;
-    std::fprintf(to_, "quit\n");
-    std::fclose(to_);
-    std::fclose(from_);
-    waitpid(pid_, nullptr, 0);
-    Forget(pid_);
-    pid_ = 0;
-  }
-
-  // "torch numpy python" versions.
-  const std::string& versions() const { return versions_; }
-
- private:
-  std::string ReadLine() {
-    char buf[512];
-    if (std::fgets(buf, sizeof buf, from_) == nullptr) Fatal("torch_save_bench.py exited");
-    std::string line = buf;
-    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
-    return line;
-  }
-
-  pid_t pid_ = 0;
-  FILE* to_ = nullptr;
-  FILE* from_ = nullptr;
-  std::string versions_;
-};
 
 // Commit-time work the daemon logged ("commit job bench step S rank 0: ...,
 // verify V ms, catalog C ms"), by step.
@@ -570,13 +519,16 @@ struct Report {
   const Contender* memcpy_b = nullptr;
   const Contender* torch_save = nullptr;
   const Contender* torch_load = nullptr;
+  const Contender* torch_load_new = nullptr;  // in a new process
 
   // The memcpy of the same phase (phase A's for the cold rows).
   const Contender& Limit(const Contender& c) const { return c.phase == 2 ? *memcpy_b : *memcpy_a; }
 
   const Contender* Peer(const Contender& c) const {
     if (c.kind == Kind::kHandOff) return torch_save;
-    if (c.kind == Kind::kRestore) return torch_load;
+    if (c.kind == Kind::kRestore) {
+      return c.key.find("process") != std::string::npos ? torch_load_new : torch_load;
+    }
     return nullptr;
   }
 };
@@ -612,7 +564,8 @@ void PrintTables(const Report& r) {
       "median s = median wall time of one call over the repeats (n); GB/s = %" PRIu64
       " bytes / median.\nx memcpy = median / memcpy median of the phase; paired = median over\n"
       "repeats of the ratio to the memcpy of the same repeat; x torch = median / torch.save\n"
-      "median (hand-off rows) or torch.load median (restore rows), from phase B.\n\n",
+      "median (hand-off rows) or torch.load median (restore rows; new-process restores:\n"
+      "torch.load in a new process), from phase B.\n\n",
       r.bytes);
 
   std::printf(
@@ -779,6 +732,7 @@ int RunBench(const Flags& flags, const char* self) {
 
   // Every fork happens here, before the first gRPC channel.
   TorchPeer torch;
+  const std::string torch_file = shm + "/torch_save_bench.pt";
   if (flags.torch) {
     const std::string data_file = shm + "/snapshot.bin";
     {
@@ -786,7 +740,7 @@ int RunBench(const Flags& flags, const char* self) {
       out.write(reinterpret_cast<const char*>(src.data()), static_cast<std::streamsize>(bytes));
       if (!out) Fatal("cannot write " + data_file);
     }
-    torch.Start(flags, data_file, shm + "/torch_save_bench.pt");
+    torch.Start(flags.python, flags.script, data_file, torch_file, flags.items);
     std::filesystem::remove(data_file);
     mc.torch = torch.versions();
     std::printf("torch     %s (torch, numpy, python) via %s\n", mc.torch.c_str(),
@@ -838,6 +792,22 @@ int RunBench(const Flags& flags, const char* self) {
 
   // Phase A: only work that touches memory already mapped.
   const size_t i_memcpy_a = add(1, "memcpy", kMemcpy, Kind::kLimit, memcpy_run);
+  // The client's copy loop (client.cc: memcpy and Checksum in 256 KiB pieces)
+  // between the same private buffers: what the checksum alone costs.
+  add(1, "memcpy_checksum", "memcpy + checksum, 256 KiB pieces, pre-faulted buffers", Kind::kLimit,
+      [&] {
+        constexpr uint64_t kPiece = 256 << 10;
+        const auto start = Clock::now();
+        uint64_t sum = 0;
+        for (uint64_t at = 0; at < bytes; at += kPiece) {
+          const uint64_t n = std::min(kPiece, bytes - at);
+          std::memcpy(dst.data() + at, src.data() + at, n);
+          sum = holdfast::ec::Checksum({dst.data() + at, n}, sum);
+        }
+        const double seconds = Since(start);
+        Clobber(&sum);
+        return Sample{.seconds = seconds};
+      });
   const size_t i_steady = add(1, "handoff_steady", kSteady, Kind::kHandOff, steady);
   add(1, "handoff_steady_noverify", "hand-off, steady, --no-verify-on-commit", Kind::kHandOff,
       [&] { return TimedSave(noverify, *noverify.client, items, shm); });
@@ -866,12 +836,23 @@ int RunBench(const Flags& flags, const char* self) {
         args.push_back("--prefault");
         return ParseChild(RunAndCapture(args));
       });
-  std::optional<size_t> i_tsave, i_tload;
+  std::optional<size_t> i_tsave, i_tload, i_tload_new;
   if (flags.torch) {
     i_tsave = add(2, "torch_save", "torch.save to /dev/shm (peer)", Kind::kTorchSave,
                   [&] { return Sample{.seconds = torch.Time("save")}; });
     i_tload = add(2, "torch_load", "torch.load from /dev/shm (peer)", Kind::kTorchLoad,
                   [&] { return Sample{.seconds = torch.Time("load")}; });
+    // In a new Python process, like the new-process restores.
+    i_tload_new = add(2, "torch_load_new_process", "torch.load in a new process (peer)",
+                      Kind::kTorchLoad, [&] {
+                        torch.Stage();
+                        const std::string out =
+                            RunAndCapture({flags.python, flags.script, "--load-once", torch_file});
+                        torch.Unstage();
+                        const double seconds = std::strtod(out.c_str(), nullptr);
+                        if (seconds <= 0) Fatal("torch_save_bench.py --load-once: " + out);
+                        return Sample{.seconds = seconds};
+                      });
   }
 
   // The round trip every call pays at least once: ListVersions, no bytes.
@@ -961,7 +942,8 @@ int RunBench(const Flags& flags, const char* self) {
                 &cs[i_memcpy_a],
                 &cs[i_memcpy_b],
                 i_tsave ? &cs[*i_tsave] : nullptr,
-                i_tload ? &cs[*i_tload] : nullptr};
+                i_tload ? &cs[*i_tload] : nullptr,
+                i_tload_new ? &cs[*i_tload_new] : nullptr};
   PrintTables(report);
   std::printf("\n");
   for (auto [i, what, goal] : {std::tuple{i_steady, "hand-off (steady, phase A)", 1.3},

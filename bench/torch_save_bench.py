@@ -25,8 +25,15 @@ Two modes:
                               torch.load(PATH) only (the file is warm in the
                               tmpfs), checks the first and last tensors, then
                               deletes PATH and the loaded tensors (untimed)
+        stage -> "ok"         torch.save(state, PATH), untimed, and keeps PATH
+                              (for --load-once in another process)
+        unstage -> "ok"       deletes PATH
         quit  -> exits
       Any failure prints "error <text>" and exits 1.
+
+  torch_save_bench.py --load-once PATH
+      Times torch.load(PATH) in this new process (fresh memory, as in a
+      restarted trainer) and prints "<seconds>".
 """
 
 import argparse
@@ -91,6 +98,12 @@ def serve(args):
             print(f"{time_save(state, args.out):.9f}", flush=True)
         elif command == "load":
             print(f"{time_load(state, args.out):.9f}", flush=True)
+        elif command == "stage":
+            torch.save(state, args.out)
+            print("ok", flush=True)
+        elif command == "unstage":
+            os.remove(args.out)
+            print("ok", flush=True)
         elif command == "quit":
             return
         else:
@@ -116,9 +129,14 @@ def main():
     parser.add_argument("--items", type=int, default=64)
     parser.add_argument("--item-bytes", type=parse_bytes, default=16 << 20)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--load-once", metavar="PATH", help="time one torch.load of PATH")
     args = parser.parse_args()
     try:
-        if args.serve:
+        if args.load_once:
+            start = time.perf_counter()
+            loaded = torch.load(args.load_once)
+            print(f"{time.perf_counter() - start:.9f} {len(loaded)}", flush=True)
+        elif args.serve:
             if not args.data:
                 parser.error("--serve needs --data")
             serve(args)
