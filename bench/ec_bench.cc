@@ -32,7 +32,6 @@
 // from other tenants hits alike.
 #include <isa-l.h>
 #include <sys/mman.h>
-#include <sys/utsname.h>
 
 #include <algorithm>
 #include <chrono>
@@ -52,6 +51,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench_util.h"
 #include "holdfast/ec/checksum.h"
 #include "holdfast/ec/codec.h"
 #include "holdfast/ec/status.h"
@@ -59,6 +59,7 @@
 
 namespace {
 
+using namespace holdfast::bench;  // NOLINT(build/namespaces): the shared bench helpers
 using holdfast::Status;
 using holdfast::ec::ChunkMask;
 using holdfast::ec::ChunkView;
@@ -116,35 +117,6 @@ constexpr char kUsage[] =
     "  --codes LIST     codes to run, m <= k (default 2+1,4+2,8+2,10+4)\n"
     "  --thp            madvise(MADV_HUGEPAGE) the buffers (default: 4 KiB pages)\n"
     "  --json FILE      also write the results as JSON\n";
-
-// "1G", "64M", "4096" -> bytes (binary suffixes).
-bool ParseBytes(std::string_view text, uint64_t* out) {
-  if (text.empty()) return false;
-  uint64_t scale = 1;
-  switch (text.back()) {
-    case 'K':
-    case 'k':
-      scale = kKiB;
-      break;
-    case 'M':
-    case 'm':
-      scale = kMiB;
-      break;
-    case 'G':
-    case 'g':
-      scale = kGiB;
-      break;
-    default:
-      break;
-  }
-  if (scale != 1) text.remove_suffix(1);
-  if (text.empty() || text.size() > 12 ||
-      text.find_first_not_of("0123456789") != std::string_view::npos) {
-    return false;
-  }
-  *out = std::stoull(std::string(text)) * scale;
-  return true;
-}
 
 bool ParseCodes(std::string_view text, std::vector<Code>* out) {
   out->clear();
@@ -297,18 +269,6 @@ std::vector<uint8_t> RawDecodeTables(const std::vector<uint8_t>& gen, int k, int
 }
 
 // ---- statistics --------------------------------------------------------------
-
-struct Stats {
-  double median = 0;
-  double min = 0;
-  double max = 0;
-};
-
-Stats Summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return {n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2, v.front(), v.back()};
-}
 
 // Throughput of `ours` relative to `raw`, slice by slice: each pair ran the
 // same bytes milliseconds apart, so noise that slows both cancels out.
@@ -533,109 +493,33 @@ void Validate(CodeBench& b, uint8_t* scratch) {
 
 // ---- machine -----------------------------------------------------------------
 
-struct Machine {
-  std::string cpu;
+struct Machine : holdfast::bench::MachineBasics {
   std::string cpu_flags;  // the ones that pick ISA-L's kernels
-  unsigned cores = 0;
-  std::string memory;
-  std::string kernel;
   std::string isal;
-  std::string compiler;
-  std::string build;
-  std::string thp;
-  std::string date;
   std::string load_before;  // /proc/loadavg: other work on this shared machine
   std::string load_after;
 };
 
-std::string Trim(std::string s) {
-  const auto first = s.find_first_not_of(" \t\n");
-  const auto last = s.find_last_not_of(" \t\n");
-  return first == std::string::npos ? "" : s.substr(first, last - first + 1);
-}
-
-// The value of the first "key : value" line of a /proc file.
-std::string ProcField(const char* path, const std::string& key) {
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    const auto colon = line.find(':');
-    if (colon != std::string::npos && Trim(line.substr(0, colon)) == key) {
-      return Trim(line.substr(colon + 1));
-    }
-  }
-  return "unknown";
-}
-
-std::string CommandOutput(const char* command) {
-  std::string out;
-  if (FILE* f = popen(command, "r")) {
-    char buf[256];
-    while (std::fgets(buf, sizeof buf, f) != nullptr) out += buf;
-    pclose(f);
-  }
-  return Trim(out);
-}
-
-// "0.52 0.60 0.41": the 1, 5 and 15 minute load averages.
-std::string LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string one, five, fifteen;
-  in >> one >> five >> fifteen;
-  return one + " " + five + " " + fifteen;
-}
-
 Machine DescribeMachine(bool thp) {
   Machine mc;
-  mc.cpu = ProcField("/proc/cpuinfo", "model name");
+  static_cast<holdfast::bench::MachineBasics&>(mc) = holdfast::bench::DescribeMachineBasics();
   const std::string flags = " " + ProcField("/proc/cpuinfo", "flags") + " ";
   for (const char* f : {"avx2", "avx512f", "avx512bw", "gfni", "vpclmulqdq"}) {
     if (flags.find(std::string(" ") + f + " ") != std::string::npos) {
       mc.cpu_flags += (mc.cpu_flags.empty() ? "" : " ") + std::string(f);
     }
   }
-  mc.cores = std::thread::hardware_concurrency();
-  mc.memory = ProcField("/proc/meminfo", "MemTotal");
-  utsname u;
-  mc.kernel = uname(&u) == 0 ? std::string(u.sysname) + " " + u.release : "unknown";
   const std::string pkg = CommandOutput("dpkg-query -W -f='${Version}' libisal2 2>/dev/null");
   mc.isal = "libisal2 " + (pkg.empty() ? std::string("(not from dpkg)") : pkg) + ", header " +
             std::to_string(ISAL_MAJOR_VERSION) + "." + std::to_string(ISAL_MINOR_VERSION) + "." +
             std::to_string(ISAL_PATCH_VERSION);
-#if defined(__clang__)
-  mc.compiler = std::string("clang ") + __clang_version__;
-#elif defined(__GNUC__)
-  mc.compiler = std::string("gcc ") + __VERSION__;
-#else
-  mc.compiler = "unknown";
-#endif
-#ifdef NDEBUG
-  mc.build = "NDEBUG";
-#else
-  mc.build = "assertions on (not a Release build)";
-#endif
-  std::ifstream thp_file("/sys/kernel/mm/transparent_hugepage/enabled");
-  std::string thp_setting;
-  std::getline(thp_file, thp_setting);
   mc.thp = (thp ? "buffers madvise(MADV_HUGEPAGE); system " : "4 KiB pages (no madvise); system ") +
-           thp_setting;
-  char date[64];
-  const std::time_t now = std::time(nullptr);
-  std::tm tm_utc;
-  gmtime_r(&now, &tm_utc);
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm_utc);
-  mc.date = date;
+           mc.thp;
   mc.load_before = LoadAverage();
   return mc;
 }
 
 // ---- output --------------------------------------------------------------------
-
-// `v` with `digits` decimals.
-std::string Fixed(double v, int digits) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
 
 std::string Cell(const Stats& s) {
   return Fixed(s.median, 2) + " (" + Fixed(s.min, 2) + "-" + Fixed(s.max, 2) + ")";
@@ -661,21 +545,6 @@ void PrintTable(const std::vector<Group>& groups) {
       "\nGB/s = 1e9 bytes of stripe data per second; median (min-max) of the repeats.\n"
       "ours/raw = median over every slice of every repeat of raw time / our time on the\n"
       "same slice (contenders take turns slice by slice).\n");
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
 }
 
 std::string JsonStats(const Stats& s) {

@@ -43,7 +43,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,6 +68,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench_util.h"
 #include "child_process.h"
 #include "holdfast/client/client.h"
 #include "holdfast/ec/checksum.h"
@@ -80,11 +80,17 @@ namespace {
 using holdfast::Status;
 using holdfast::bench::CheckOk;
 using holdfast::bench::Fatal;
+using holdfast::bench::Fixed;
 using holdfast::bench::Forget;
 using holdfast::bench::ForkExec;
+using holdfast::bench::JsonString;
+using holdfast::bench::LoadAverage;
+using holdfast::bench::ParseBytes;
 using holdfast::bench::RemoveAtExit;
 using holdfast::bench::RunAndCapture;
+using holdfast::bench::Stats;
 using holdfast::bench::StopProcess;
+using holdfast::bench::Summarize;
 using holdfast::bench::TorchPeer;
 using holdfast::client::Client;
 using holdfast::client::DType;
@@ -161,19 +167,6 @@ std::vector<RestoreTarget> MakeTargets(uint8_t* base, int items, uint64_t item_b
 }
 
 // ---- flags -----------------------------------------------------------------------
-
-// "16M", "4G", "4096" (binary suffixes K, M, G) -> bytes.
-bool ParseBytes(std::string_view text, uint64_t* out) {
-  const auto suffix = std::string_view("KMG").find(text.empty() ? ' ' : text.back());
-  const uint64_t scale = suffix == std::string_view::npos ? 1 : uint64_t{1} << (10 * (suffix + 1));
-  if (scale != 1) text.remove_suffix(1);
-  if (text.empty() || text.size() > 12 ||
-      text.find_first_not_of("0123456789") != std::string_view::npos) {
-    return false;
-  }
-  *out = std::stoull(std::string(text)) * scale;
-  return true;
-}
 
 struct Flags {
   int repeats = 7;
@@ -389,19 +382,6 @@ struct Sample {
   int new_segments = 0;  // segment files that appeared during the call
 };
 
-struct Stats {
-  double median = 0;
-  double min = 0;
-  double max = 0;
-};
-
-Stats Summarize(std::vector<double> v) {
-  if (v.empty()) return {};
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return {n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2, v.front(), v.back()};
-}
-
 enum class Kind { kLimit, kHandOff, kRestore, kTorchSave, kTorchLoad };
 
 struct Contender {
@@ -434,39 +414,7 @@ std::optional<double> PairedRatio(const Contender& ours, const Contender& limit)
 
 // ---- machine -----------------------------------------------------------------------
 
-std::string Trim(std::string s) {
-  const auto first = s.find_first_not_of(" \t\n");
-  const auto last = s.find_last_not_of(" \t\n");
-  return first == std::string::npos ? "" : s.substr(first, last - first + 1);
-}
-
-std::string ProcField(const char* path, const std::string& key) {
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    const auto colon = line.find(':');
-    if (colon != std::string::npos && Trim(line.substr(0, colon)) == key) {
-      return Trim(line.substr(colon + 1));
-    }
-  }
-  return "unknown";
-}
-
-std::string LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string one, five, fifteen;
-  in >> one >> five >> fifteen;
-  return one + " " + five + " " + fifteen;
-}
-
-struct Machine {
-  std::string cpu;
-  unsigned cores = 0;
-  std::string memory;
-  std::string kernel;
-  std::string compiler;
-  std::string build;
-  std::string thp;
-  std::string date;
+struct Machine : holdfast::bench::MachineBasics {
   std::string torch;
   std::string rpc;
   std::string load_before;
@@ -475,40 +423,12 @@ struct Machine {
 
 Machine DescribeMachine() {
   Machine mc;
-  mc.cpu = ProcField("/proc/cpuinfo", "model name");
-  mc.cores = std::thread::hardware_concurrency();
-  mc.memory = ProcField("/proc/meminfo", "MemTotal");
-  utsname u;
-  mc.kernel = uname(&u) == 0 ? std::string(u.sysname) + " " + u.release : "unknown";
-#if defined(__clang__)
-  mc.compiler = std::string("clang ") + __clang_version__;
-#elif defined(__GNUC__)
-  mc.compiler = std::string("gcc ") + __VERSION__;
-#endif
-#ifdef NDEBUG
-  mc.build = "NDEBUG";
-#else
-  mc.build = "assertions on (not a Release build)";
-#endif
-  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
-  std::getline(thp, mc.thp);
-  char date[64];
-  const std::time_t now = std::time(nullptr);
-  std::tm tm_utc;
-  gmtime_r(&now, &tm_utc);
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm_utc);
-  mc.date = date;
+  static_cast<holdfast::bench::MachineBasics&>(mc) = holdfast::bench::DescribeMachineBasics();
   mc.load_before = LoadAverage();
   return mc;
 }
 
 // ---- output ------------------------------------------------------------------------
-
-std::string Fixed(double v, int digits) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
 
 struct Report {
   const Flags* flags = nullptr;
@@ -595,15 +515,6 @@ void PrintTables(const Report& r) {
       "commit = CommitSnapshot round trip, of which the daemon logs verify (checksum pass on\n"
       "its workers) and catalog (RocksDB batch); rest = the call's time outside those (restore:\n"
       "the CloseRestore round trip).\n");
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') out += '\\';
-    out += static_cast<unsigned char>(ch) < 0x20 ? ' ' : ch;
-  }
-  return out + "\"";
 }
 
 void WriteJson(const std::string& path, const Report& r) {
