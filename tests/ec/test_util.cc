@@ -6,49 +6,6 @@
 #include <cstring>
 
 namespace holdfast::ec::testutil {
-namespace {
-
-constexpr uint64_t kDefaultSeed = 0x686F6C6466617374ULL;  // "holdfast"
-
-uint64_t ParseSeed() {
-  const char* env = std::getenv("HOLDFAST_TEST_SEED");
-  if (env == nullptr || *env == '\0') return kDefaultSeed;
-  char* end = nullptr;
-  const unsigned long long v = std::strtoull(env, &end, 0);
-  if (end == env || *end != '\0') {
-    std::fprintf(stderr, "HOLDFAST_TEST_SEED=%s is not a number\n", env);
-    std::abort();
-  }
-  return v;
-}
-
-// Prints the seed next to every failed test, so a random failure can be
-// replayed with HOLDFAST_TEST_SEED.
-class SeedPrinter : public ::testing::EmptyTestEventListener {
- public:
-  void OnTestEnd(const ::testing::TestInfo& info) override {
-    if (info.result() != nullptr && info.result()->Failed()) {
-      std::printf("[   SEED   ] %s.%s: rerun with HOLDFAST_TEST_SEED=0x%016llx\n",
-                  info.test_suite_name(), info.name(),
-                  static_cast<unsigned long long>(SuiteSeed()));
-      std::fflush(stdout);
-    }
-  }
-};
-
-// Registered before main(); gtest owns the listener from then on.
-[[maybe_unused]] const bool kSeedPrinterRegistered = [] {
-  ::testing::UnitTest::GetInstance()->listeners().Append(new SeedPrinter());
-  return true;
-}();
-
-}  // namespace
-
-uint64_t SuiteSeed() {
-  static const uint64_t seed = ParseSeed();
-  return seed;
-}
-
 uint64_t Rng::Next() {
   uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -135,19 +92,6 @@ uint64_t CountMasks(int n, int min_bits, int max_bits) {
     total += c;
   }
   return total;
-}
-
-::testing::AssertionResult IsOk(const Status& status) {
-  if (status.ok()) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << status.ToString();
-}
-
-::testing::AssertionResult HasCode(const Status& status, StatusCode code) {
-  if (status.code() == code) {
-    return ::testing::AssertionSuccess() << status.ToString();
-  }
-  return ::testing::AssertionFailure()
-         << "expected " << StatusCodeName(code) << ", got " << status.ToString();
 }
 
 std::unique_ptr<Codec> MakeCodec(int k, int m, size_t cache_entries) {

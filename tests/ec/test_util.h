@@ -22,6 +22,8 @@
 
 #include "holdfast/ec/codec.h"
 #include "holdfast/ec/status.h"
+#include "holdfast/testing/seed.h"
+#include "holdfast/testing/status_matchers.h"
 
 namespace holdfast::ec::testutil {
 
@@ -34,7 +36,7 @@ inline constexpr bool kSanitized = false;
 #endif
 
 // The suite seed: HOLDFAST_TEST_SEED or the default.
-uint64_t SuiteSeed();
+using holdfast::testing::SuiteSeed;
 
 // splitmix64: small, fast, and good enough for test inputs.
 class Rng {
@@ -69,17 +71,8 @@ void ForEachMask(int n, int min_bits, int max_bits, const std::function<void(uin
 // Number of subsets ForEachMask would visit.
 uint64_t CountMasks(int n, int min_bits, int max_bits);
 
-// gtest assertion helpers for Status / Result.
-::testing::AssertionResult IsOk(const Status& status);
-template <typename T>
-::testing::AssertionResult IsOk(const Result<T>& result) {
-  return IsOk(result.status());
-}
-::testing::AssertionResult HasCode(const Status& status, StatusCode code);
-template <typename T>
-::testing::AssertionResult HasCode(const Result<T>& result, StatusCode code) {
-  return HasCode(result.status(), code);
-}
+using holdfast::testing::HasCode;
+using holdfast::testing::IsOk;
 
 std::unique_ptr<Codec> MakeCodec(int k, int m, size_t cache_entries = 4096);
 

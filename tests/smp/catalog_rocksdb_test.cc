@@ -306,7 +306,7 @@ TEST_F(CatalogRocksDbTest, MalformedKeysAreDataLoss) {
       {"j/b"s, Job("a").SerializeAsString()},
   };
   for (const auto& [key, value] : cases) {
-    SCOPED_TRACE(testing::PrintToString(key));
+    SCOPED_TRACE(::testing::PrintToString(key));
     std::filesystem::remove_all(db_path());
     { ASSERT_NE(MustOpen(), nullptr); }
     RawPut(key, value);

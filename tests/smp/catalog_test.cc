@@ -379,7 +379,7 @@ TEST(CatalogUtf8Test, AgreesWithProtobufParser) {
     const bool ours_ok = catalog_internal::IsValidUtf8(s);
     ++checked;
     if (protobuf_ok != ours_ok && ++mismatches <= 10) {
-      ADD_FAILURE() << testing::PrintToString(s) << ": protobuf " << protobuf_ok << ", ours "
+      ADD_FAILURE() << ::testing::PrintToString(s) << ": protobuf " << protobuf_ok << ", ours "
                     << ours_ok;
     }
   };

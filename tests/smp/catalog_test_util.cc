@@ -12,18 +12,6 @@
 
 namespace holdfast::smp::catalog_test {
 
-namespace {
-
-constexpr uint64_t kDefaultSeed = 0x686F6C6466617374ULL;  // "holdfast"
-
-}  // namespace
-
-uint64_t SuiteSeed() {
-  const char* env = std::getenv("HOLDFAST_TEST_SEED");
-  if (env == nullptr || *env == '\0') return kDefaultSeed;
-  return std::strtoull(env, nullptr, 0);
-}
-
 std::string SeedTrace() {
   char text[48];
   std::snprintf(text, sizeof(text), "HOLDFAST_TEST_SEED=0x%016llx",
@@ -35,16 +23,6 @@ std::mt19937_64 TestRng() {
   const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string name = info == nullptr ? "" : std::string(info->test_suite_name()) + info->name();
   return std::mt19937_64(SuiteSeed() ^ std::hash<std::string>()(name));
-}
-
-::testing::AssertionResult IsOk(const Status& status) {
-  if (status.ok()) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << status.ToString();
-}
-::testing::AssertionResult HasCode(const Status& status, StatusCode code) {
-  if (status.code() == code) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << "expected " << StatusCodeName(code) << ", got " << status.ToString();
 }
 
 TempDir::TempDir() {

@@ -16,11 +16,13 @@
 #include <vector>
 
 #include "catalog/catalog.h"
+#include "holdfast/testing/seed.h"
+#include "holdfast/testing/status_matchers.h"
 
 namespace holdfast::smp::catalog_test {
 
 // HOLDFAST_TEST_SEED (decimal or 0x-hex) or a fixed default.
-uint64_t SuiteSeed();
+using holdfast::testing::SuiteSeed;
 
 // "HOLDFAST_TEST_SEED=0x...": tests that draw from TestRng() SCOPED_TRACE it,
 // so that a failure says how to replay it.
@@ -29,16 +31,8 @@ std::string SeedTrace();
 // Seeded from the suite seed and the running test's name.
 std::mt19937_64 TestRng();
 
-::testing::AssertionResult IsOk(const Status& status);
-template <typename T>
-::testing::AssertionResult IsOk(const Result<T>& result) {
-  return IsOk(result.status());
-}
-::testing::AssertionResult HasCode(const Status& status, StatusCode code);
-template <typename T>
-::testing::AssertionResult HasCode(const Result<T>& result, StatusCode code) {
-  return HasCode(result.status(), code);
-}
+using holdfast::testing::HasCode;
+using holdfast::testing::IsOk;
 
 // A fresh directory under $TMPDIR (or /tmp), removed with everything in it
 // at the end.

@@ -4,7 +4,7 @@
 add_library(holdfast_smp_daemon_harness STATIC ${CMAKE_CURRENT_LIST_DIR}/harness.cc)
 target_include_directories(holdfast_smp_daemon_harness PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(holdfast_smp_daemon_harness
-  PUBLIC holdfast::proto holdfast::client holdfast::ec GTest::gtest gRPC::grpc++
+  PUBLIC holdfast::proto holdfast::client holdfast::ec holdfast_test_common GTest::gtest gRPC::grpc++
          Threads::Threads
   PRIVATE holdfast_warnings)
 # The tests run these binaries of the same build.

@@ -20,6 +20,8 @@
 #include <thread>
 #include <utility>
 
+#include "holdfast/testing/seed.h"
+
 extern char** environ;
 
 namespace holdfast::testing {
@@ -27,37 +29,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-constexpr uint64_t kDefaultSeed = 0x5eed0003;
-
-uint64_t ParseSeed() {
-  const char* env = std::getenv("HOLDFAST_TEST_SEED");
-  if (env == nullptr || *env == '\0') return kDefaultSeed;
-  char* end = nullptr;
-  const unsigned long long v = std::strtoull(env, &end, 0);
-  if (end == env || *end != '\0') {
-    std::fprintf(stderr, "HOLDFAST_TEST_SEED=%s is not a number\n", env);
-    std::abort();
-  }
-  return v;
-}
-
-// Prints the seed next to every failed test, to replay it.
-class SeedPrinter : public ::testing::EmptyTestEventListener {
- public:
-  void OnTestEnd(const ::testing::TestInfo& info) override {
-    if (info.result() != nullptr && info.result()->Failed()) {
-      std::printf("[   SEED   ] %s.%s: rerun with HOLDFAST_TEST_SEED=0x%llx\n",
-                  info.test_suite_name(), info.name(), static_cast<unsigned long long>(TestSeed()));
-      std::fflush(stdout);
-    }
-  }
-};
-
-[[maybe_unused]] const bool kSeedPrinterRegistered = [] {
-  ::testing::UnitTest::GetInstance()->listeners().Append(new SeedPrinter());
-  return true;
-}();
 
 std::string TempRoot() {
   const char* tmp = std::getenv("TMPDIR");
@@ -144,10 +115,7 @@ std::string Tail(const std::string& text, size_t max_bytes) {
 
 }  // namespace
 
-uint64_t TestSeed() {
-  static const uint64_t seed = ParseSeed();
-  return seed;
-}
+uint64_t TestSeed() { return SuiteSeed(); }
 
 std::mt19937_64 TestRng() {
   const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
