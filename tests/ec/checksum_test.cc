@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -102,6 +103,47 @@ TEST(ChecksumTest, ChainsAcrossAnySplit) {
     }
     EXPECT_EQ(running, whole) << "len " << len;
   }
+}
+
+TEST(ChecksumTest, CombineJoinsIndependentPieces) {
+  Rng rng = testutil::TestRng();
+  for (int round = 0; round < 300; ++round) {
+    const size_t len = rng.OneIn(10) ? rng.Uniform(0, 3 << 20) : rng.Uniform(0, 5000);
+    const std::vector<uint8_t> buf = rng.Bytes(len);
+    const std::span<const uint8_t> all(buf);
+    const size_t cut = rng.Uniform(0, len);
+    const uint64_t a = Checksum(all.first(cut));
+    const uint64_t b = Checksum(all.subspan(cut));
+    ASSERT_EQ(ChecksumCombine(a, b, len - cut), Checksum(all)) << "len " << len << " cut " << cut;
+  }
+}
+
+// Pieces computed out of order (as worker threads do) fold left to the whole.
+TEST(ChecksumTest, CombineFoldsManyPieces) {
+  Rng rng = testutil::TestRng();
+  const std::vector<uint8_t> buf = rng.Bytes(1 << 20);
+  const std::span<const uint8_t> all(buf);
+  std::vector<std::span<const uint8_t>> pieces;
+  for (size_t pos = 0; pos < buf.size();) {
+    const size_t take = std::min<size_t>(rng.Uniform(0, 70000), buf.size() - pos);
+    pieces.push_back(all.subspan(pos, take));
+    pos += take;
+  }
+  std::vector<uint64_t> sums(pieces.size());
+  for (size_t i = pieces.size(); i-- > 0;) sums[i] = Checksum(pieces[i]);
+  uint64_t folded = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    folded = ChecksumCombine(folded, sums[i], pieces[i].size());
+  }
+  EXPECT_EQ(folded, Checksum(all));
+}
+
+TEST(ChecksumTest, CombineWithEmptyPieces) {
+  Rng rng = testutil::TestRng();
+  const std::vector<uint8_t> buf = rng.Bytes(777);
+  const uint64_t whole = Checksum(buf);
+  EXPECT_EQ(ChecksumCombine(whole, 0, 0), whole);  // empty tail
+  EXPECT_EQ(ChecksumCombine(0, whole, buf.size()), whole);  // empty head
 }
 
 TEST(ChecksumTest, DetectsEverySingleBitFlip) {

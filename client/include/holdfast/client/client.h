@@ -1,20 +1,28 @@
 // libholdfast: the trainer's side of holdfast.
 //
 // A Client talks to the holdfastd of its node over a Unix socket (gRPC) and
-// moves snapshot bytes through shared memory the daemon owns: Save copies
-// each item once into the daemon's segment, checksumming each piece while it
-// is still in cache, then commits; Restore copies a committed version out
-// and checks every byte against the recorded checksums.
+// moves snapshot bytes through shared memory the daemon owns: a snapshot is
+// copied once into the daemon's segment (checksumming each piece while it is
+// still in cache, on several threads), then committed; a restore copies a
+// committed version out and checks every byte against the recorded
+// checksums.
 //
-// This is the synchronous core. Asynchronous snapshots, CUDA staging, the C
-// ABI and the Python package are built on it (issue 4).
+// Snapshots are asynchronous. SaveAsync returns at once with a handle; a
+// pipeline thread reserves space, copies the items (host memory directly,
+// CUDA device memory with cudaMemcpyAsync into the registered segment) and
+// commits. The handle reports "staged" once the library no longer reads the
+// caller's buffers (the trainer may change its tensors again) and "done"
+// once the version is committed or the snapshot failed. Errors surface on the
+// handle, never silently. Snapshots run one at a time in the order they were
+// asked for; staging of one overlaps with whatever the caller does next.
 //
 // Mappings: the daemon reuses segments, and mapping a segment is expensive
 // on first touch, so the client keeps recent mappings (by path) and writes
 // the next snapshot of the same size into an already-mapped segment.
 //
-// Thread-safety: a Client is not thread-safe; use one per thread, or guard
-// it. Each call blocks until the daemon answers (or `rpc_timeout` passes).
+// Thread-safety: every Client method may be called from any thread. A
+// SnapshotHandle may be waited on from any thread, but is not itself
+// synchronized (do not move it while another thread waits on it).
 #ifndef HOLDFAST_CLIENT_CLIENT_H_
 #define HOLDFAST_CLIENT_CLIENT_H_
 
@@ -53,6 +61,12 @@ enum class DType : int {
   kFloat8E5M2 = 19,
 };
 
+// Where an item's bytes live.
+enum class Device : int {
+  kCpu = 0,
+  kCuda = 1,  // device memory of CUDA device `device_index`
+};
+
 struct Options {
   // "unix:/run/holdfast/holdfastd.sock" or any gRPC target.
   std::string endpoint = "unix:/run/holdfast/holdfastd.sock";
@@ -67,16 +81,22 @@ struct Options {
   bool open_session = true;
   // Mappings of daemon segments kept for reuse.
   int mapping_cache = 8;
+  // Threads that copy and checksum snapshot bytes, the calling thread
+  // included; 0 picks min(hardware threads, 4).
+  int copy_threads = 0;
 };
 
-// One item to save: `nbytes` at `data`, which must stay unchanged until Save
-// returns.
+// One item to save: `nbytes` at `data` (host memory, or device memory of
+// CUDA device `device_index`), which must stay unchanged until the snapshot
+// is staged.
 struct ItemView {
   std::string name;
   DType dtype = DType::kBytes;
   std::vector<int64_t> shape;
   const void* data = nullptr;
   uint64_t nbytes = 0;
+  Device device = Device::kCpu;
+  int device_index = 0;
 };
 
 // One item of a stored version.
@@ -99,9 +119,51 @@ struct SaveStats {
   int64_t step = 0;
   uint64_t bytes = 0;
   bool version_complete = false;  // every local rank has committed the step
+  double queue_seconds = 0;       // waiting for earlier snapshots of this client
   double begin_seconds = 0;       // reservation round trip (and mapping)
   double copy_seconds = 0;        // copy + checksum into shared memory
-  double commit_seconds = 0;      // daemon verification and catalog write
+  double commit_seconds = 0;      // commit round trip (catalog write; verification
+                                  // too if the daemon verifies at commit)
+  double daemon_verify_seconds = 0;  // of commit_seconds, the daemon's checksum pass
+  int copy_threads = 0;
+};
+
+// The caller's view of one asynchronous snapshot. Move-only. Destroying a
+// handle waits until the snapshot is staged (so the library never reads the
+// caller's buffers after the handle is gone), then lets the commit finish on
+// its own.
+class SnapshotHandle {
+ public:
+  SnapshotHandle() = default;
+  SnapshotHandle(SnapshotHandle&&) noexcept;
+  SnapshotHandle& operator=(SnapshotHandle&&) noexcept;
+  SnapshotHandle(const SnapshotHandle&) = delete;
+  SnapshotHandle& operator=(const SnapshotHandle&) = delete;
+  ~SnapshotHandle();
+
+  bool valid() const { return state_ != nullptr; }
+  int64_t step() const;
+
+  // Non-blocking. staged(): the library is done with the caller's buffers
+  // (also true once the snapshot failed). done(): committed or failed.
+  bool staged() const;
+  bool done() const;
+
+  // Blocks until staged; returns the snapshot's error if it failed before
+  // or while staging.
+  Status WaitStaged();
+  // Blocks until done; the statistics of the committed snapshot or its error.
+  Result<SaveStats> Wait();
+  // As above with a time limit: DEADLINE_EXCEEDED if not reached in time.
+  Status WaitStagedFor(std::chrono::milliseconds timeout);
+  Result<SaveStats> WaitFor(std::chrono::milliseconds timeout);
+
+  struct State;  // shared with the pipeline
+
+ private:
+  friend class Client;
+  explicit SnapshotHandle(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::shared_ptr<State> state_;
 };
 
 struct RestoreStats {
@@ -130,12 +192,17 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Saves `items` as this rank's snapshot of `step` and waits until it is
-  // committed. Item names must be unique; nbytes must agree with dtype and
-  // shape. On error nothing of this step is committed for this rank.
+  // Starts saving `items` as this rank's snapshot of `step` and returns at
+  // once. Item names must be unique; nbytes must agree with dtype and shape
+  // (the daemon checks). The buffers must stay unchanged until the handle is
+  // staged. On error nothing of this step is committed for this rank.
+  SnapshotHandle SaveAsync(int64_t step, std::span<const ItemView> items);
+
+  // SaveAsync(...).Wait().
   Result<SaveStats> Save(int64_t step, std::span<const ItemView> items);
 
-  // The newest step every local rank has committed, or nullopt.
+  // The newest step every rank of the job on this node has committed, or
+  // nullopt.
   Result<std::optional<int64_t>> LatestStep();
 
   // The items of this rank's part of `step` (nullopt: the newest).
@@ -152,6 +219,11 @@ class Client {
   Status Drop(std::optional<int64_t> step);
 
   const Options& options() const;
+  // Threads that copy and checksum (the pipeline's included).
+  int copy_threads() const;
+  // Whether this process can stage CUDA device memory (built with CUDA and a
+  // device is present).
+  static bool CudaAvailable();
 
  private:
   struct Impl;
