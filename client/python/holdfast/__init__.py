@@ -210,10 +210,12 @@ class Snapshotter:
         items, skeleton = _state.flatten(state)
         skeleton_tensor = torch.frombuffer(bytearray(skeleton), dtype=torch.uint8)
         native_items = []
+        cuda_devices = set()
         for item in items:
             t = item.tensor
             if t.device.type == "cuda":
                 device, index = _DEVICE_CUDA, t.device.index or 0
+                cuda_devices.add(index)
             elif t.device.type == "cpu":
                 device, index = _DEVICE_CPU, 0
             else:
@@ -226,6 +228,10 @@ class Snapshotter:
             (_SKELETON_ITEM, _DTYPE_BYTES, [], skeleton_tensor.data_ptr(), len(skeleton),
              _DEVICE_CPU, 0)
         )
+        # The library copies on its own stream: the work that produced the tensors (queued on
+        # the current streams) must be finished first.
+        for index in sorted(cuda_devices):
+            torch.cuda.current_stream(index).synchronize()
         handle = self._client.save_async(int(step), native_items)
         return SaveHandle(handle, (items, skeleton_tensor))
 
