@@ -553,6 +553,10 @@ Result<std::vector<ItemInfo>> Client::ListItems(std::optional<int64_t> step) {
 Result<RestoreStats> Client::Restore(std::optional<int64_t> step,
                                      std::span<const RestoreTarget> targets) {
   Impl& d = *impl_;
+  if (targets.empty()) {
+    // An empty name list means "every item" to the daemon; RestoreAll is for that.
+    return Status::InvalidArgument("restore needs at least one target (RestoreAll restores all)");
+  }
   RestoreStats stats;
   auto t = Clock::now();
   std::vector<std::string> names;

@@ -196,6 +196,9 @@ TEST_F(ClientTest, ErrorsSurfaceOnTheHandle) {
   SnapshotHandle h = c->SaveAsync(6, null_data);
   EXPECT_TRUE(HasCode(h.WaitStaged(), StatusCode::kInvalidArgument));
 
+  // A restore needs targets.
+  EXPECT_TRUE(HasCode(c->Restore(std::nullopt, {}), StatusCode::kInvalidArgument));
+
   // A CUDA item in a process without CUDA (every test machine here).
   if (!Client::CudaAvailable()) {
     std::vector<ItemView> cuda = s.Items();
