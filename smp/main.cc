@@ -80,7 +80,9 @@ int main(int argc, char** argv) {
   options.max_items = config.max_items;
   options.write_timeout = std::chrono::seconds(config.write_timeout_seconds);
   options.lease_timeout = std::chrono::seconds(config.lease_timeout_seconds);
-  options.verify_on_commit = config.verify_on_commit;
+  auto verify = smp::ParseVerifyMode(config.verify);  // Validate() checked the name
+  if (!verify.ok()) return Fail(verify.status().WithContext("snapshots.verify"));
+  options.verify = *verify;
   auto manager =
       std::make_unique<smp::SnapshotManager>(options, catalog->get(), &*segments, &workers, &loop);
   const auto t_recover = std::chrono::steady_clock::now();
@@ -102,10 +104,11 @@ int main(int argc, char** argv) {
   }
   chmod(config.socket_path.c_str(), 0660);
   loop.Post([&] { manager->StartTimers(); });
-  spdlog::info("holdfastd serving on unix:{} (budget {:.1f} GiB, shm {}/{}-*, catalog {}, "
-               "recovered in {:.1f} ms: {})",
-               config.socket_path, config.memory_budget_bytes / double(1 << 30), config.shm_dir,
-               config.shm_prefix, config.data_dir, recover_ms, recovered->ToString());
+  spdlog::info(
+      "holdfastd serving on unix:{} (budget {:.1f} GiB, shm {}/{}-*, catalog {}, "
+      "verify {}, recovered in {:.1f} ms: {})",
+      config.socket_path, config.memory_budget_bytes / double(1 << 30), config.shm_dir,
+      config.shm_prefix, config.data_dir, config.verify, recover_ms, recovered->ToString());
 
   int sig = 0;
   sigwait(&signals, &sig);

@@ -32,6 +32,8 @@ constexpr size_t kMaxConfigFileBytes = size_t{1} << 20;
 
 constexpr std::array<std::string_view, 7> kLogLevels = {"trace", "debug",    "info", "warn",
                                                         "error", "critical", "off"};
+// When the daemon verifies committed checksums (smp::VerifyMode).
+constexpr std::array<std::string_view, 3> kVerifyModes = {"commit", "background", "off"};
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -65,16 +67,6 @@ Result<int64_t> ParseInteger(std::string_view text, int64_t lo, int64_t hi) {
   return value;
 }
 
-Result<bool> ParseBool(std::string_view text) {
-  for (std::string_view yes : {"true", "yes", "on"}) {
-    if (EqualsIgnoreCase(text, yes)) return true;
-  }
-  for (std::string_view no : {"false", "no", "off"}) {
-    if (EqualsIgnoreCase(text, no)) return false;
-  }
-  return Status::InvalidArgument("expected true or false, got " + Quoted(text));
-}
-
 // The largest unit that divides `bytes` exactly, so defaults print as "8GiB".
 std::string FormatByteSize(uint64_t bytes) {
   static constexpr std::array<std::pair<std::string_view, int>, 4> kUnits = {
@@ -99,7 +91,6 @@ struct Field {
   std::string_view flag;  // "--retain"
   std::string_view help;
   std::string_view arg;  // how --help names the value: PATH, N, SIZE...
-  bool is_bool;          // a --flag / --no-flag pair on the command line
   Status (*set)(std::string_view text, DaemonConfig* config);  // parses only
   Status (*check)(const DaemonConfig& config);                 // range rules
   std::string (*show)(const DaemonConfig& config);             // for --help
@@ -148,16 +139,6 @@ Status SetSize(std::string_view text, DaemonConfig* config) {
 template <uint64_t DaemonConfig::*kMember>
 std::string ShowSize(const DaemonConfig& config) {
   return FormatByteSize(config.*kMember);
-}
-
-template <bool DaemonConfig::*kMember>
-Status SetBool(std::string_view text, DaemonConfig* config) {
-  HOLDFAST_ASSIGN_OR_RETURN(config->*kMember, ParseBool(text));
-  return Status::Ok();
-}
-template <bool DaemonConfig::*kMember>
-std::string ShowBool(const DaemonConfig& config) {
-  return config.*kMember ? "true" : "false";
 }
 
 template <std::string DaemonConfig::*kMember>
@@ -222,53 +203,59 @@ Status CheckShmPrefix(const DaemonConfig& config) {
   return Status::Ok();
 }
 
-Status CheckLogLevel(const DaemonConfig& config) {
-  if (std::find(kLogLevels.begin(), kLogLevels.end(), config.log_level) != kLogLevels.end()) {
-    return Status::Ok();
-  }
-  std::string msg = Quoted(config.log_level) + " is not one of";
-  for (std::string_view level : kLogLevels) {
+template <size_t kN>
+Status CheckOneOf(const std::string& value, const std::array<std::string_view, kN>& allowed) {
+  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return Status::Ok();
+  std::string msg = Quoted(value) + " is not one of";
+  for (std::string_view name : allowed) {
     msg += ' ';
-    msg += level;
+    msg += name;
   }
   return Status::InvalidArgument(std::move(msg));
 }
 
-Status NoCheck(const DaemonConfig&) { return Status::Ok(); }
+Status CheckLogLevel(const DaemonConfig& config) {
+  return CheckOneOf(config.log_level, kLogLevels);
+}
+
+Status CheckVerifyMode(const DaemonConfig& config) {
+  return CheckOneOf(config.verify, kVerifyModes);
+}
 
 using C = DaemonConfig;
 const std::array<Field, 13> kFields = {{
-    {"node_id", "--node-id", "this node's name among its peers", "NAME", false,
-     &SetString<&C::node_id>, &CheckNodeId, &ShowString<&C::node_id>},
-    {"socket", "--socket", "Unix socket trainers connect to", "PATH", false,
-     &SetString<&C::socket_path>, &CheckSocketPath, &ShowString<&C::socket_path>},
-    {"data_dir", "--data-dir", "directory of the catalog", "DIR", false, &SetString<&C::data_dir>,
+    {"node_id", "--node-id", "this node's name among its peers", "NAME", &SetString<&C::node_id>,
+     &CheckNodeId, &ShowString<&C::node_id>},
+    {"socket", "--socket", "Unix socket trainers connect to", "PATH", &SetString<&C::socket_path>,
+     &CheckSocketPath, &ShowString<&C::socket_path>},
+    {"data_dir", "--data-dir", "directory of the catalog", "DIR", &SetString<&C::data_dir>,
      &CheckNotEmpty<&C::data_dir>, &ShowString<&C::data_dir>},
-    {"shm.dir", "--shm-dir", "tmpfs directory for shared-memory segments", "DIR", false,
+    {"shm.dir", "--shm-dir", "tmpfs directory for shared-memory segments", "DIR",
      &SetString<&C::shm_dir>, &CheckNotEmpty<&C::shm_dir>, &ShowString<&C::shm_dir>},
-    {"shm.prefix", "--shm-prefix", "segment file name prefix, [A-Za-z0-9_]{1,32}", "NAME", false,
+    {"shm.prefix", "--shm-prefix", "segment file name prefix, [A-Za-z0-9_]{1,32}", "NAME",
      &SetString<&C::shm_prefix>, &CheckShmPrefix, &ShowString<&C::shm_prefix>},
     {"memory.budget", "--memory-budget", "shared memory this daemon may hold in segments", "SIZE",
-     false, &SetSize<&C::memory_budget_bytes>, &CheckPositive<&C::memory_budget_bytes>,
+     &SetSize<&C::memory_budget_bytes>, &CheckPositive<&C::memory_budget_bytes>,
      &ShowSize<&C::memory_budget_bytes>},
-    {"snapshots.retain", "--retain", "complete versions kept per job", "N", false,
+    {"snapshots.retain", "--retain", "complete versions kept per job", "N",
      &SetInt<&C::retain_versions>, &CheckIntRange<&C::retain_versions, 1, INT_MAX>,
      &ShowInt<&C::retain_versions>},
-    {"snapshots.max_items", "--max-items", "items in one rank's snapshot", "N", false,
+    {"snapshots.max_items", "--max-items", "items in one rank's snapshot", "N",
      &SetCount<&C::max_items>, &CheckPositive<&C::max_items>, &ShowCount<&C::max_items>},
     {"snapshots.write_timeout_s", "--write-timeout-s",
-     "seconds a snapshot may stay open for writing", "SECONDS", false,
-     &SetInt<&C::write_timeout_seconds>, &CheckIntRange<&C::write_timeout_seconds, 1, INT_MAX>,
-     &ShowInt<&C::write_timeout_seconds>},
+     "seconds a snapshot may stay open for writing", "SECONDS", &SetInt<&C::write_timeout_seconds>,
+     &CheckIntRange<&C::write_timeout_seconds, 1, INT_MAX>, &ShowInt<&C::write_timeout_seconds>},
     {"snapshots.lease_timeout_s", "--lease-timeout-s", "seconds a restore lease lasts", "SECONDS",
-     false, &SetInt<&C::lease_timeout_seconds>,
-     &CheckIntRange<&C::lease_timeout_seconds, 1, INT_MAX>, &ShowInt<&C::lease_timeout_seconds>},
-    {"snapshots.verify_on_commit", "--verify-on-commit", "checksum every item before commit", "",
-     true, &SetBool<&C::verify_on_commit>, &NoCheck, &ShowBool<&C::verify_on_commit>},
+     &SetInt<&C::lease_timeout_seconds>, &CheckIntRange<&C::lease_timeout_seconds, 1, INT_MAX>,
+     &ShowInt<&C::lease_timeout_seconds>},
+    {"snapshots.verify", "--verify",
+     "when the daemon checks committed items against their checksums: commit (before "
+     "answering), background (after) or off",
+     "MODE", &SetString<&C::verify>, &CheckVerifyMode, &ShowString<&C::verify>},
     {"snapshots.verify_threads", "--verify-threads", "threads that compute checksums, 1-64", "N",
-     false, &SetInt<&C::verify_threads>, &CheckIntRange<&C::verify_threads, 1, 64>,
+     &SetInt<&C::verify_threads>, &CheckIntRange<&C::verify_threads, 1, 64>,
      &ShowInt<&C::verify_threads>},
-    {"log.level", "--log-level", "trace, debug, info, warn, error, critical or off", "LEVEL", false,
+    {"log.level", "--log-level", "trace, debug, info, warn, error, critical or off", "LEVEL",
      &SetString<&C::log_level>, &CheckLogLevel, &ShowString<&C::log_level>},
 }};
 
@@ -572,20 +559,14 @@ Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now) {
   struct Flag {
     CLI::Option* option = nullptr;
     std::string text;
-    bool value = false;
   };
   std::vector<Flag> flags(kFields.size());  // sized once: CLI11 keeps pointers into it
   for (size_t i = 0; i < kFields.size(); ++i) {
     const Field& field = kFields[i];
     std::string help = std::string(field.help) + " (" + std::string(field.key) + ", default " +
                        field.show(defaults) + ")";
-    if (field.is_bool) {
-      std::string names = std::string(field.flag) + ",!--no-" + std::string(field.flag.substr(2));
-      flags[i].option = app.add_flag(names, flags[i].value, help);
-    } else {
-      flags[i].option = app.add_option(std::string(field.flag), flags[i].text, help)
-                            ->type_name(std::string(field.arg));
-    }
+    flags[i].option = app.add_option(std::string(field.flag), flags[i].text, help)
+                          ->type_name(std::string(field.arg));
   }
 
   try {
@@ -607,8 +588,7 @@ Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now) {
   for (size_t i = 0; i < kFields.size(); ++i) {
     const Field& field = kFields[i];
     if (flags[i].option->count() == 0) continue;
-    std::string text = field.is_bool ? (flags[i].value ? "true" : "false") : flags[i].text;
-    Status status = SetField(field, text, &config);
+    Status status = SetField(field, flags[i].text, &config);
     if (!status.ok()) {
       return Status::InvalidArgument(std::string(field.flag) + ": " + status.message());
     }

@@ -22,7 +22,7 @@ struct DaemonConfig {
   uint64_t max_items = 1 << 20;                        // snapshots.max_items per rank snapshot
   int write_timeout_seconds = 600;                     // snapshots.write_timeout_s
   int lease_timeout_seconds = 600;                     // snapshots.lease_timeout_s
-  bool verify_on_commit = true;                        // snapshots.verify_on_commit
+  std::string verify = "background";                   // snapshots.verify: commit|background|off
   int verify_threads = 2;                              // snapshots.verify_threads
   std::string log_level = "info";                      // log.level: trace..critical
 };
@@ -38,7 +38,8 @@ Result<DaemonConfig> LoadConfigFile(const std::string& path);
 
 // Parses holdfastd's command line: `--config FILE` first, then every field
 // as a flag (--node-id, --socket, --data-dir, --shm-dir, --shm-prefix,
-// --memory-budget, --retain, --log-level, ...), flags overriding the file.
+// --memory-budget, --retain, --verify, --log-level, ...), flags overriding
+// the file.
 // Returns INVALID_ARGUMENT with the usage text for bad flags. Sets
 // *exit_now (and returns OK) for --help / --version, after printing them.
 Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now);

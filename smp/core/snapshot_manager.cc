@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <set>
 #include <utility>
@@ -34,10 +36,14 @@ std::string RanksToString(const std::set<int>& ranks) {
   return out + "]";
 }
 
-// Checksums every item of `manifest` in `data`; the first mismatch is an error.
+// Checksums items first, first + stride, ... of `manifest` in `data`; the
+// first mismatch is an error. Stops between items once `*cancel` is set.
 Status VerifyItems(const uint8_t* data, uint64_t bytes, const v1::RankManifestRecord& manifest,
-                   int first, int stride) {
+                   int first, int stride, const std::atomic<bool>* cancel = nullptr) {
   for (int i = first; i < manifest.items_size(); i += stride) {
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+      return Status::Aborted("verification cancelled: the daemon is stopping");
+    }
     const v1::Item& item = manifest.items(i);
     const uint64_t off = item.offset();
     const uint64_t n = item.spec().nbytes();
@@ -59,6 +65,7 @@ Status VerifyItems(const uint8_t* data, uint64_t bytes, const v1::RankManifestRe
 struct SnapshotManager::RankPart {
   Segment segment;
   v1::RankManifestRecord manifest;
+  bool verified = false;  // its checksums were checked (see VerifyMode)
 };
 
 struct SnapshotManager::Version {
@@ -67,7 +74,16 @@ struct SnapshotManager::Version {
   bool complete = false;
   int64_t completed_micros = 0;
   int leases = 0;
-  bool retired = false;  // dropped from the catalog; freed when the last lease closes
+  int verifying = 0;     // parts being verified in the background; they pin it like leases
+  bool retired = false;  // dropped from the catalog; freed when the last holder is done
+  bool damaged = false;  // a part failed verification (then also retired)
+
+  bool Held() const { return leases > 0 || verifying > 0; }
+  // Every committed part verified. Retention asks this of complete versions.
+  bool Verified() const {
+    return std::all_of(parts.begin(), parts.end(),
+                       [](const auto& entry) { return entry.second.verified; });
+  }
 };
 
 struct SnapshotManager::Job {
@@ -106,17 +122,60 @@ struct SnapshotManager::Lease {
   Clock::time_point started;
 };
 
+struct SnapshotManager::VerifyTasks {
+  std::mutex mu;
+  std::condition_variable idle;
+  int running = 0;  // guarded by mu
+  std::atomic<bool> cancel{false};
+
+  void Add(int n) {
+    std::lock_guard lock(mu);
+    running += n;
+  }
+  // The task's last touch of shared state.
+  void Done() {
+    std::lock_guard lock(mu);
+    if (--running == 0) idle.notify_all();
+  }
+  void CancelAndWait() {
+    cancel = true;
+    std::unique_lock lock(mu);
+    idle.wait(lock, [this] { return running == 0; });
+  }
+};
+
 struct SnapshotManager::Pooled {
   Segment segment;
   std::string job_id;
   int rank = 0;
 };
 
+std::string_view VerifyModeName(VerifyMode mode) {
+  switch (mode) {
+    case VerifyMode::kCommit:
+      return "commit";
+    case VerifyMode::kBackground:
+      return "background";
+    case VerifyMode::kOff:
+      return "off";
+  }
+  return "unknown";
+}
+
+Result<VerifyMode> ParseVerifyMode(std::string_view name) {
+  for (VerifyMode mode : {VerifyMode::kCommit, VerifyMode::kBackground, VerifyMode::kOff}) {
+    if (name == VerifyModeName(mode)) return mode;
+  }
+  return Status::InvalidArgument("verify mode \"" + std::string(name) +
+                                 "\" is not one of commit, background, off");
+}
+
 std::string RecoveryReport::ToString() const {
   return std::to_string(versions_restored) + " versions restored (" +
          std::to_string(bytes_restored) + " bytes), " + std::to_string(partial_versions_kept) +
          " partial kept, " + std::to_string(versions_discarded) + " discarded, " +
-         std::to_string(segments_removed) + " stray segments removed";
+         std::to_string(versions_retired) + " retired, " + std::to_string(segments_removed) +
+         " stray segments removed";
 }
 
 SnapshotManager::SnapshotManager(ManagerOptions options, Catalog* catalog,
@@ -125,9 +184,14 @@ SnapshotManager::SnapshotManager(ManagerOptions options, Catalog* catalog,
       catalog_(catalog),
       segments_(segments),
       workers_(workers),
-      loop_(loop) {}
+      loop_(loop),
+      verify_tasks_(std::make_shared<VerifyTasks>()) {}
 
-SnapshotManager::~SnapshotManager() { *alive_ = false; }
+SnapshotManager::~SnapshotManager() {
+  *alive_ = false;
+  // The tasks read segments this manager maps (and unmaps on destruction).
+  verify_tasks_->CancelAndWait();
+}
 
 // ---- recovery ----------------------------------------------------------------
 
@@ -195,7 +259,7 @@ Result<RecoveryReport> SnapshotManager::Recover() {
           bad = st.WithContext("rank " + std::to_string(m->rank()));
           break;
         }
-        version.parts[m->rank()] = RankPart{std::move(seg).value(), *m};
+        version.parts[m->rank()] = RankPart{std::move(seg).value(), *m, /*verified=*/true};
       }
       if (bad.ok() && is_complete && version.parts.size() != job->local_ranks.size()) {
         bad = Status::DataLoss("has " + std::to_string(version.parts.size()) +
@@ -206,14 +270,33 @@ Result<RecoveryReport> SnapshotManager::Recover() {
         discard(bad.ToString());
         continue;  // its mapped segments unmap here; the files go below
       }
-      for (auto& [rank, part] : version.parts) {
+      job->versions[step] = std::move(version);
+    }
+  }
+  // Every restored version is verified: an extra version that retention kept
+  // while newer ones were being verified in the background is not needed.
+  for (auto& [job_id, job] : jobs_) {
+    const int64_t newest = job->NewestComplete();
+    if (newest < 0) continue;
+    std::vector<int64_t> retired;
+    PlanRetention(*job, newest, /*newest_verified=*/true, &cleanup, &retired);
+    for (int64_t step : retired) {
+      spdlog::info("recovery: retiring job {} step {}: beyond the {} retained versions", job_id,
+                   step, options_.retain_versions);
+      job->versions.erase(step);  // its mapped segments unmap here; the files go below
+      ++report.versions_retired;
+    }
+  }
+  // Ascending steps: a rank's last segment is that of its newest part.
+  for (auto& [job_id, job] : jobs_) {
+    for (const auto& [step, version] : job->versions) {
+      for (const auto& [rank, part] : version.parts) {
         kept_segments.insert(part.segment.name());
         used_bytes_ += part.segment.bytes();
         report.bytes_restored += part.segment.bytes();
         job->last_segment[rank] = part.segment.name();
       }
-      ++(is_complete ? report.versions_restored : report.partial_versions_kept);
-      job->versions[step] = std::move(version);
+      ++(version.complete ? report.versions_restored : report.partial_versions_kept);
     }
   }
   if (!cleanup.empty()) {
@@ -360,7 +443,7 @@ uint64_t SnapshotManager::EvictableBytes() const {
   for (const auto& [id, job] : jobs_) {
     const int64_t newest = job->NewestComplete();
     for (const auto& [step, v] : job->versions) {
-      if (!v.complete || v.retired || v.leases > 0 || step == newest) continue;
+      if (!v.complete || v.retired || v.Held() || step == newest) continue;
       for (const auto& [rank, part] : v.parts) bytes += part.segment.bytes();
     }
   }
@@ -368,8 +451,8 @@ uint64_t SnapshotManager::EvictableBytes() const {
 }
 
 bool SnapshotManager::EvictOneVersion(const std::string& prefer_job) {
-  // The oldest complete version that is not its job's newest and not leased,
-  // preferring the job that needs the room.
+  // The oldest complete version that is not its job's newest and not held
+  // (leased or being verified), preferring the job that needs the room.
   Job* victim_job = nullptr;
   int64_t victim_step = 0;
   for (int pass = 0; pass < 2 && victim_job == nullptr; ++pass) {
@@ -377,7 +460,7 @@ bool SnapshotManager::EvictOneVersion(const std::string& prefer_job) {
       if ((pass == 0) != (id == prefer_job)) continue;
       const int64_t newest = job->NewestComplete();
       for (auto& [step, v] : job->versions) {
-        if (!v.complete || v.retired || v.leases > 0 || step == newest) continue;
+        if (!v.complete || v.retired || v.Held() || step == newest) continue;
         victim_job = job.get();
         victim_step = step;
         break;
@@ -427,8 +510,8 @@ Result<Segment> SnapshotManager::AcquireSegment(Job& job, int rank, uint64_t byt
           "snapshot needs " + std::to_string(bytes) + " bytes; memory budget " +
           std::to_string(options_.memory_budget_bytes) + ", in use " + std::to_string(used_bytes_) +
           ", of which only " + std::to_string(pooled_bytes_ + EvictableBytes()) +
-          " can be freed (a job's newest complete version, leased versions and snapshots being "
-          "written cannot be evicted)");
+          " can be freed (a job's newest complete version, versions being restored or verified "
+          "and snapshots being written cannot be evicted)");
     }
     if (!pool_.empty()) {
       TrimPool(used_bytes_ + bytes - options_.memory_budget_bytes);
@@ -438,8 +521,8 @@ Result<Segment> SnapshotManager::AcquireSegment(Job& job, int rank, uint64_t byt
       return Status::ResourceExhausted(
           "snapshot needs " + std::to_string(bytes) + " bytes; memory budget " +
           std::to_string(options_.memory_budget_bytes) + ", in use " + std::to_string(used_bytes_) +
-          " by versions that cannot be evicted (a job's newest complete version, leased "
-          "versions, snapshots being written)");
+          " by versions that cannot be evicted (a job's newest complete version, versions "
+          "being restored or verified, snapshots being written)");
     }
   }
   if (seg_id_next_ == seg_id_end_) {
@@ -467,10 +550,24 @@ Status SnapshotManager::Begin(const v1::BeginSnapshotRequest& req,
                                       " is not newer than the latest complete step " +
                                       std::to_string(newest) + " of job " + req.job_id());
   }
-  if (auto v = job->versions.find(req.step());
-      v != job->versions.end() && v->second.parts.count(req.rank())) {
-    return Status::AlreadyExists("rank " + std::to_string(req.rank()) + " already committed step " +
-                                 std::to_string(req.step()) + " of job " + req.job_id());
+  if (auto v = job->versions.find(req.step()); v != job->versions.end()) {
+    // A retired version still held (read, or verified) keeps its step.
+    if (v->second.retired) return RetiredStepError(*job, v->second);
+    // A rank that committed this step in a version that never completed
+    // (its job crashed, and the ranks resumed from an older step) redoes it:
+    // its commit replaces the earlier part.
+    if (v->second.parts.count(req.rank())) {
+      if (v->second.complete) {
+        return Status::AlreadyExists("rank " + std::to_string(req.rank()) +
+                                     " already committed step " + std::to_string(req.step()) +
+                                     " of job " + req.job_id());
+      }
+      if (v->second.Held()) {
+        return Status::Unavailable("the earlier part of step " + std::to_string(req.step()) +
+                                   " of job " + req.job_id() +
+                                   " is still being verified; retry in a moment");
+      }
+    }
   }
   if (req.session_id() != 0 && !sessions_.count(req.session_id())) {
     return Status::NotFound("session " + std::to_string(req.session_id()) + " is not open");
@@ -568,50 +665,65 @@ void SnapshotManager::Commit(const v1::CommitSnapshotRequest& req, CommitDone do
   for (int i = 0; i < req.checksums_size(); ++i) {
     w.manifest.mutable_items(i)->set_checksum(req.checksums(i));
   }
-  if (!options_.verify_on_commit) {
+  if (options_.verify != VerifyMode::kCommit) {
     FinishCommit(w.id, Status::Ok(), 0, std::move(done));
     return;
   }
 
-  // Verify on the workers, items spread across them; the last one to finish
-  // posts the result back to the loop. The write (and its mapping) cannot go
-  // away meanwhile: AbortWrite only marks a verifying write.
+  // The write (and its mapping) cannot go away meanwhile: AbortWrite only
+  // marks a verifying write.
   w.verifying = true;
+  const uint64_t write_id = w.id;
+  auto shared_done = std::make_shared<CommitDone>(std::move(done));
+  VerifyOnWorkers(w.segment, w.manifest, [this, write_id, shared_done](Status s, int64_t micros) {
+    FinishCommit(write_id, std::move(s), micros, std::move(*shared_done));
+  });
+}
+
+void SnapshotManager::VerifyOnWorkers(const Segment& segment,
+                                      const v1::RankManifestRecord& manifest, VerifyDone done) {
+  // Items are spread across the workers; the last task to finish posts the
+  // result back to the loop.
   struct Shared {
     std::atomic<int> remaining;
     std::mutex mu;
     Status first_error;  // guarded by mu
     Clock::time_point start = Clock::now();
+    VerifyDone done;  // called on the loop only
   };
-  const int tasks = std::max(1, std::min(workers_->size(), w.manifest.items_size()));
+  const int tasks = std::max(1, std::min(workers_->size(), manifest.items_size()));
   auto shared = std::make_shared<Shared>();
   shared->remaining = tasks;
-  auto shared_done = std::make_shared<CommitDone>(std::move(done));
-  const uint8_t* data = w.segment.data();
-  const uint64_t bytes = w.segment.bytes();
-  const v1::RankManifestRecord* manifest = &w.manifest;
-  const uint64_t write_id = w.id;
+  shared->done = std::move(done);
+  const uint8_t* data = segment.data();
+  const uint64_t bytes = segment.bytes();
+  const v1::RankManifestRecord* items = &manifest;
+  std::shared_ptr<VerifyTasks> tracker = verify_tasks_;
   std::weak_ptr<bool> alive = alive_;
+  tracker->Add(tasks);
   for (int t = 0; t < tasks; ++t) {
     workers_->Submit([=, this] {
-      Status s = VerifyItems(data, bytes, *manifest, t, tasks);
+      Status s = VerifyItems(data, bytes, *items, t, tasks, &tracker->cancel);
       if (!s.ok()) {
         std::lock_guard lock(shared->mu);
         if (shared->first_error.ok()) shared->first_error = s;
       }
-      if (shared->remaining.fetch_sub(1) != 1) return;
-      const int64_t micros =
-          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - shared->start)
-              .count();
-      loop_->Post([=, this] {
-        if (alive.expired()) return;
-        Status result;
-        {
-          std::lock_guard lock(shared->mu);
-          result = shared->first_error;
-        }
-        FinishCommit(write_id, result, micros, std::move(*shared_done));
-      });
+      if (shared->remaining.fetch_sub(1) == 1) {
+        const int64_t micros =
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - shared->start)
+                .count();
+        // `this` is still alive: its destructor waits for this task.
+        loop_->Post([shared, micros, alive] {
+          if (alive.expired()) return;
+          Status result;
+          {
+            std::lock_guard lock(shared->mu);
+            result = shared->first_error;
+          }
+          shared->done(std::move(result), micros);
+        });
+      }
+      tracker->Done();
     });
   }
 }
@@ -653,12 +765,24 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
   }
   Version& version = job->versions[w.step];
   version.step = w.step;
-  if (version.parts.count(w.rank)) {
+  if (version.retired) return reject(RetiredStepError(*job, version));
+  // Redoing a step of a version that never completed replaces the rank's
+  // earlier part (see Begin).
+  const bool replacing = version.parts.count(w.rank) > 0;
+  if (replacing && version.complete) {
     return reject(Status::AlreadyExists("rank " + std::to_string(w.rank) +
                                         " already committed step " + std::to_string(w.step)));
   }
+  if (replacing && version.Held()) {
+    return reject(Status::Unavailable("the earlier part of step " + std::to_string(w.step) +
+                                      " is still being verified; retry in a moment"));
+  }
 
-  const bool complete = version.parts.size() + 1 == job->local_ranks.size();
+  const size_t others = version.parts.size() - (replacing ? 1 : 0);
+  const bool complete = others + 1 == job->local_ranks.size();
+  // In kBackground this part is checked after the commit; otherwise it was
+  // checked above, or is never checked while running (kOff).
+  const bool part_verified = options_.verify != VerifyMode::kBackground;
   const int64_t now = UnixMicros();
   w.manifest.set_committed_unix_micros(now);
   CatalogBatch batch;
@@ -670,7 +794,7 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
     rec.set_step(w.step);
     rec.set_completed_unix_micros(now);
     batch.put_versions.push_back(rec);
-    PlanRetention(*job, w.step, &batch, &to_drop);
+    PlanRetention(*job, w.step, part_verified && version.Verified(), &batch, &to_drop);
   }
   HOLDFAST_FAILPOINT("commit.before_catalog");
   const auto t_catalog = Clock::now();
@@ -685,7 +809,13 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
   const uint64_t bytes = w.segment.bytes();
   const int items = w.manifest.items_size();
   job->last_segment[w.rank] = w.segment.name();
-  version.parts[w.rank] = RankPart{std::move(w.segment), std::move(w.manifest)};
+  if (replacing) {
+    // The catalog batch overwrote the earlier manifest; its segment is free.
+    spdlog::info("job {} step {} rank {}: replacing the part committed before a restart",
+                 w.job_id, w.step, w.rank);
+    ReleaseSegment(std::move(version.parts[w.rank].segment), w.job_id, w.rank);
+  }
+  version.parts[w.rank] = RankPart{std::move(w.segment), std::move(w.manifest), part_verified};
   const int rank = w.rank;
   const int64_t step = w.step;
   writes_.erase(it);
@@ -694,27 +824,45 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
     version.completed_micros = now;
     for (int64_t old : to_drop) DropVersionNow(*job, old);
   }
+  if (!part_verified) StartBackgroundVerify(*job, step, rank);
   spdlog::info(
-      "commit job {} step {} rank {}: {} items, {:.1f} MiB, verify {:.2f} ms, catalog "
-      "{:.2f} ms{}",
-      job->record.job_id(), step, rank, items, MiB(bytes), verify_micros / 1000.0, catalog_ms,
-      complete ? ", version complete" : "");
+      "commit job {} step {} rank {}: {} items, {:.1f} MiB, verify {}, catalog {:.2f} ms{}",
+      job->record.job_id(), step, rank, items, MiB(bytes),
+      options_.verify == VerifyMode::kCommit ? fmt::format("{:.2f} ms", verify_micros / 1000.0)
+                                             : std::string(VerifyModeName(options_.verify)),
+      catalog_ms, complete ? ", version complete" : "");
   v1::CommitSnapshotResponse resp;
   resp.set_version_complete(complete);
   resp.set_verify_micros(verify_micros);
   done(Status::Ok(), resp);
 }
 
-void SnapshotManager::PlanRetention(const Job& job, int64_t newest_complete, CatalogBatch* batch,
-                                    std::vector<int64_t>* to_drop) const {
-  int kept = 1;  // the version completing now
+Status SnapshotManager::RetiredStepError(const Job& job, const Version& version) {
+  return Status::FailedPrecondition(
+      "step " + std::to_string(version.step) + " of job " + job.record.job_id() + " was " +
+      (version.damaged ? "discarded: a rank's committed part failed checksum verification"
+                       : "dropped") +
+      " while its other ranks were still committing it; save a newer step");
+}
+
+void SnapshotManager::PlanRetention(const Job& job, int64_t newest, bool newest_verified,
+                                    CatalogBatch* batch, std::vector<int64_t>* to_drop) const {
+  int kept = 1;  // `newest`
+  bool kept_verified = newest_verified;
   for (auto it = job.versions.rbegin(); it != job.versions.rend(); ++it) {
     const Version& v = it->second;
-    if (it->first >= newest_complete || v.retired) continue;
+    if (it->first >= newest || v.retired) continue;
     // Older complete versions beyond the retention count, and every partial
-    // version older than the new one (it can no longer become the newest).
+    // version older than the newest (it can no longer become the newest)...
     if (v.complete && kept < options_.retain_versions) {
       ++kept;
+      kept_verified = kept_verified || v.Verified();
+      continue;
+    }
+    // ...except the newest verified version while none of the kept ones is
+    // verified: if they all turn out damaged, it is what the job has left.
+    if (v.complete && !kept_verified && v.Verified()) {
+      kept_verified = true;
       continue;
     }
     batch->delete_versions.push_back({job.record.job_id(), it->first});
@@ -722,18 +870,93 @@ void SnapshotManager::PlanRetention(const Job& job, int64_t newest_complete, Cat
   }
 }
 
+void SnapshotManager::RunRetention(Job& job) {
+  const int64_t newest = job.NewestComplete();
+  if (newest < 0) return;
+  CatalogBatch batch;
+  std::vector<int64_t> to_drop;
+  PlanRetention(job, newest, job.versions.at(newest).Verified(), &batch, &to_drop);
+  if (batch.empty()) return;
+  if (Status s = catalog_->Apply(batch); !s.ok()) {
+    // Harmless: the next commit of the job plans retention again.
+    spdlog::error("retention of job {} failed: {}", job.record.job_id(), s.ToString());
+    return;
+  }
+  for (int64_t step : to_drop) DropVersionNow(job, step);
+}
+
 void SnapshotManager::DropVersionNow(Job& job, int64_t step) {
   auto it = job.versions.find(step);
   if (it == job.versions.end()) return;
   Version& v = it->second;
-  if (v.leases > 0) {
-    v.retired = true;  // freed by the last CloseRestore
+  if (v.Held()) {
+    v.retired = true;  // freed when the last lease closes and verification ends
     return;
   }
   for (auto& [rank, part] : v.parts) {
     ReleaseSegment(std::move(part.segment), job.record.job_id(), rank);
   }
   job.versions.erase(it);
+}
+
+// ---- background verification -----------------------------------------------------------
+
+void SnapshotManager::StartBackgroundVerify(Job& job, int64_t step, int rank) {
+  Version& v = job.versions.at(step);
+  const RankPart& part = v.parts.at(rank);
+  ++v.verifying;  // pins the part: its segment stays mapped and unused, its manifest in place
+  ++background_verifications_;
+  VerifyOnWorkers(part.segment, part.manifest,
+                  [this, job_id = job.record.job_id(), step, rank](Status s, int64_t micros) {
+                    FinishBackgroundVerify(job_id, step, rank, std::move(s), micros);
+                  });
+}
+
+void SnapshotManager::FinishBackgroundVerify(const std::string& job_id, int64_t step, int rank,
+                                             Status result, int64_t micros) {
+  --background_verifications_;
+  Job* job = FindJob(job_id);
+  auto vit = job != nullptr ? job->versions.find(step) : std::map<int64_t, Version>::iterator{};
+  if (job == nullptr || vit == job->versions.end()) {
+    // Jobs are never removed, and DropVersionNow keeps a version being verified.
+    spdlog::critical("job {} step {} vanished while being verified", job_id, step);
+    std::abort();
+  }
+  Version& v = vit->second;
+  --v.verifying;
+  RankPart& part = v.parts.at(rank);
+  if (result.ok()) {
+    part.verified = true;
+    spdlog::info("verified job {} step {} rank {} in the background: {:.1f} MiB in {:.2f} ms",
+                  job_id, step, rank, MiB(part.segment.bytes()), micros / 1000.0);
+  } else {
+    spdlog::error(
+        "job {} step {} rank {} failed background verification: {}: the bytes in shared memory "
+        "differ from what the client checksummed; discarding the version{}",
+        job_id, step, rank, result.ToString(), v.retired ? " (already retired)" : "");
+    RetireDamaged(*job, v);
+  }
+  if (v.retired) {
+    DropVersionNow(*job, step);  // unless still held
+  } else if (v.complete && v.Verified()) {
+    RunRetention(*job);  // may free a version kept only because this one was unverified
+  }
+}
+
+void SnapshotManager::RetireDamaged(Job& job, Version& version) {
+  if (!version.damaged) {
+    version.damaged = true;
+    ++damaged_versions_;
+  }
+  if (version.retired) return;
+  CatalogBatch batch;
+  batch.delete_versions.push_back({job.record.job_id(), version.step});
+  if (Status s = catalog_->Apply(batch); !s.ok()) {
+    // Still retired here; a restart verifies it again and discards it then.
+    spdlog::error("could not delete damaged job {} step {} from the catalog: {}",
+                  job.record.job_id(), version.step, s.ToString());
+  }
+  version.retired = true;
 }
 
 // ---- reading ---------------------------------------------------------------------------
@@ -837,15 +1060,10 @@ Status SnapshotManager::CloseRestore(const v1::CloseRestoreRequest& req) {
         !s.ok()) {
       spdlog::error("job {} step {} rank {} is damaged ({}); dropping the version", lease.job_id,
                     lease.step, lease.rank, s.ToString());
-      CatalogBatch batch;
-      batch.delete_versions.push_back({lease.job_id, lease.step});
-      if (Status c = catalog_->Apply(batch); !c.ok()) {
-        spdlog::error("could not drop damaged version: {}", c.ToString());
-      }
-      v.retired = true;
+      RetireDamaged(*job, v);
     }
   }
-  if (v.retired && v.leases == 0) DropVersionNow(*job, lease.step);
+  if (v.retired) DropVersionNow(*job, lease.step);  // unless still held
   return Status::Ok();
 }
 
@@ -855,6 +1073,8 @@ Status SnapshotManager::Drop(const v1::DropVersionsRequest& req, v1::DropVersion
   std::vector<int64_t> steps;
   for (const auto& [step, v] : job->versions) {
     if (v.retired || (!req.all() && step != req.step())) continue;
+    // A version being verified is dropped all the same: DropVersionNow frees
+    // it once its verification ends.
     if (v.leases > 0) {
       return Status::FailedPrecondition("step " + std::to_string(step) + " of job " + req.job_id() +
                                         " is being restored (" + std::to_string(v.leases) +
@@ -893,6 +1113,8 @@ Status SnapshotManager::GetStatus(v1::GetStatusResponse* resp) const {
   resp->set_memory_budget_bytes(options_.memory_budget_bytes);
   resp->set_memory_used_bytes(used_bytes_);
   resp->set_memory_pooled_bytes(pooled_bytes_);
+  resp->set_damaged_versions(damaged_versions_);
+  resp->set_background_verifications(background_verifications_);
   for (const auto& [id, job] : jobs_) {
     v1::JobStatus* js = resp->add_jobs();
     js->set_job_id(id);

@@ -1,33 +1,65 @@
 // The snapshot state machine of one holdfastd: jobs, versions, segments, the
-// memory budget, restore leases, and recovery after a daemon restart.
+// memory budget, restore leases, checksum verification, and recovery after a
+// daemon restart.
 //
 // Version lifecycle (per job and step):
 //
-//   Begin (per rank)        Commit (per rank)            last local rank commits
-//   ------------> WRITING ----------------> verifying --> PARTIAL -------------> COMPLETE
-//                   |  abort / timeout /        |  checksum mismatch,            |
-//                   |  session closed           |  catalog write failed          | retention, drop
-//                   v                           v                                v
-//              segment back to the pool   segment back to the pool       segments to the pool
+//   Begin (per rank)     Commit (per rank)                last local rank commits
+//   ---------> WRITING ------------> [verifying] --> PARTIAL ----------------> COMPLETE
+//                | abort, timeout,      | mismatch (kCommit), |                    | retention,
+//                | session closed       | catalog write fails | a newer version    | drop,
+//                v                      v                     | completes; a part  | eviction,
+//        segment back to the pool  segment back to the pool   | found damaged      | a part found
+//                                                             v                    v damaged
+//                                 RETIRED: out of the catalog and of every answer; its
+//                                 segments go back to the pool once no holder is left
+//
+// Verification (ManagerOptions::verify) checks the committed bytes against
+// the checksums the client computed while writing them:
+//   kCommit      the [verifying] step: Commit waits for it; a mismatch fails
+//                the commit with DATA_LOSS and nothing is recorded.
+//   kBackground  Commit records the rank part at once (the version may become
+//                COMPLETE and be served) and answers; the part is verified on
+//                the workers afterwards. A mismatch retires the whole version
+//                (deleted from the catalog, counted in damaged_versions) and
+//                the previous one is served again.
+//   kOff         no verification while running.
+// A version is *verified* once every committed rank part has been checked
+// (at once in kCommit and kOff, and for versions Recover() restores, which it
+// verifies). The client checks every byte again on restore in every mode.
 //
 // Only COMPLETE versions are served. A version is committed in the catalog
 // with one atomic batch per rank commit; the batch of the last rank also
 // writes the version record and retires versions beyond `retain_versions`.
+// Retention keeps the newest `retain_versions` complete versions and, when
+// none of those is verified yet, also the newest verified one, so that a
+// damaged new version cannot leave its job without a good one; when a
+// version becomes verified, retention runs again and that extra version goes.
 // PARTIAL versions older than the newest COMPLETE one are discarded.
+//
+// Holders: a restore lease and a running background verification each pin a
+// version's segments. Retiring a version (retention, Drop, damage) removes it
+// from the catalog and from every answer at once; if it is held, its
+// segments go back to the pool only when the last holder is done. Eviction
+// never picks a held version.
 //
 // Memory: every segment (written, committed or pooled for reuse) counts
 // against the budget. Space for a new snapshot comes, in order, from a pooled
 // segment of the same size (preferring the one the same rank used last, so
 // the client's cached mapping stays valid), from free budget, by freeing
 // pooled segments, and by retiring complete versions that are neither the
-// newest of their job nor leased. Otherwise Begin fails RESOURCE_EXHAUSTED:
-// the only complete version of a job is never evicted, and a segment a
-// committed version uses is never handed to a writer.
+// newest of their job nor held (eviction may take the newest verified
+// version while a newer one is still being verified: under memory pressure
+// room wins). Otherwise Begin fails RESOURCE_EXHAUSTED: the only complete
+// version of a job is never evicted, and a segment a committed version uses
+// is never handed to a writer.
 //
 // Threading: every method must be called on `loop` (the daemon posts gRPC
 // work there). Checksum verification runs on `workers`; its result is posted
 // back to the loop. No method blocks on I/O except catalog writes, which are
-// small and unsynced.
+// small and unsynced. The destructor cancels verification still running on
+// the workers and waits for it; destroy the manager on the loop or after the
+// loop has stopped (so that no posted result runs concurrently).
 #ifndef HOLDFAST_SMP_CORE_SNAPSHOT_MANAGER_H_
 #define HOLDFAST_SMP_CORE_SNAPSHOT_MANAGER_H_
 
@@ -37,6 +69,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "catalog/catalog.h"
@@ -47,6 +80,15 @@
 
 namespace holdfast::smp {
 
+// When the daemon checks committed bytes against the client's checksums
+// (see the top of this file).
+enum class VerifyMode { kCommit, kBackground, kOff };
+
+// "commit", "background", "off".
+std::string_view VerifyModeName(VerifyMode mode);
+// The inverse of VerifyModeName; INVALID_ARGUMENT naming the allowed values.
+Result<VerifyMode> ParseVerifyMode(std::string_view name);
+
 struct ManagerOptions {
   std::string node_id = "node0";
   uint64_t memory_budget_bytes = uint64_t{8} << 30;
@@ -54,7 +96,7 @@ struct ManagerOptions {
   uint64_t max_items = 1 << 20;
   std::chrono::seconds write_timeout{600};
   std::chrono::seconds lease_timeout{600};
-  bool verify_on_commit = true;
+  VerifyMode verify = VerifyMode::kBackground;
 };
 
 // What Recover() found.
@@ -62,7 +104,11 @@ struct RecoveryReport {
   int versions_restored = 0;      // complete versions
   int partial_versions_kept = 0;  // newer than every complete one: may still complete
   int versions_discarded = 0;     // torn, missing segments or checksum mismatch
-  int segments_removed = 0;       // files with our prefix that no version uses
+  // Complete versions beyond `retain_versions`: kept because newer ones were
+  // still being verified in the background when the daemon stopped, or
+  // because `retain_versions` is lower than in the previous run.
+  int versions_retired = 0;
+  int segments_removed = 0;  // files with our prefix that no version uses
   uint64_t bytes_restored = 0;
   std::string ToString() const;
 };
@@ -75,6 +121,7 @@ class SnapshotManager {
   // `catalog`, `segments`, `workers` and `loop` must outlive the manager.
   SnapshotManager(ManagerOptions options, Catalog* catalog, const SegmentStore* segments,
                   WorkerPool* workers, EventLoop* loop);
+  // Cancels verification still running on the workers and waits for it.
   ~SnapshotManager();
   SnapshotManager(const SnapshotManager&) = delete;
   SnapshotManager& operator=(const SnapshotManager&) = delete;
@@ -82,8 +129,9 @@ class SnapshotManager {
   // Loads the catalog, reattaches and verifies every committed rank part,
   // keeps complete versions and partial ones newer than the newest complete
   // one (their other ranks may still commit), discards torn or damaged
-  // versions, removes segments nobody uses. Call once, before serving (on any thread, the loop not
-  // yet used).
+  // versions, removes segments nobody uses, and retires complete versions
+  // beyond `retain_versions` (every restored version is verified). Call
+  // once, before serving (on any thread, the loop not yet used).
   Result<RecoveryReport> Recover();
 
   // Starts the periodic expiry of abandoned writes and leases.
@@ -96,7 +144,8 @@ class SnapshotManager {
   void CloseSession(uint64_t session_id);
 
   Status Begin(const v1::BeginSnapshotRequest& req, v1::BeginSnapshotResponse* resp);
-  // `done` runs on the loop once verified and recorded (or failed).
+  // `done` runs on the loop once recorded (or failed); in kCommit mode the
+  // rank part is verified first, in kBackground it is verified afterwards.
   void Commit(const v1::CommitSnapshotRequest& req, CommitDone done);
   Status Abort(const v1::AbortSnapshotRequest& req);
   Status List(const v1::ListVersionsRequest& req, v1::ListVersionsResponse* resp) const;
@@ -109,6 +158,8 @@ class SnapshotManager {
   void ExpireStale(std::chrono::steady_clock::time_point now);
 
   uint64_t memory_used() const { return used_bytes_; }
+  // Committed rank parts whose background verification has not finished.
+  int background_verifications() const { return background_verifications_; }
 
  private:
   struct RankPart;
@@ -116,6 +167,8 @@ class SnapshotManager {
   struct Job;
   struct Write;
   struct Lease;
+  struct VerifyTasks;
+  using VerifyDone = std::function<void(Status, int64_t micros)>;
 
   Job* FindJob(const std::string& job_id);
   Status CheckRank(const Job& job, int rank) const;
@@ -123,15 +176,38 @@ class SnapshotManager {
   void ReleaseSegment(Segment segment, const std::string& job_id, int rank);
   bool EvictOneVersion(const std::string& prefer_job);
   // Bytes EvictOneVersion could free: complete versions neither newest nor
-  // leased.
+  // held.
   uint64_t EvictableBytes() const;
   void AbortWrite(uint64_t write_id, const char* why);
   void FinishCommit(uint64_t write_id, Status verified, int64_t verify_micros, CommitDone done);
-  // Retention and cleanup after `job` gained a complete version: the batch
-  // deletions are added to `batch`; the in-memory drop happens after the
-  // batch is written (DropVersionNow).
-  void PlanRetention(const Job& job, int64_t newest_complete, CatalogBatch* batch,
+  // Why a rank cannot write or commit `step` of `job`, a retired version.
+  static Status RetiredStepError(const Job& job, const Version& version);
+
+  // Checksums every item of `manifest` in `segment` on the workers, items
+  // spread across them; `done` runs on the loop unless the manager is gone by
+  // then. The caller keeps the mapping and the manifest alive, in place and
+  // unchanged until `done` runs.
+  void VerifyOnWorkers(const Segment& segment, const v1::RankManifestRecord& manifest,
+                       VerifyDone done);
+  // kBackground: verifies a committed rank part, pinning its version.
+  void StartBackgroundVerify(Job& job, int64_t step, int rank);
+  void FinishBackgroundVerify(const std::string& job_id, int64_t step, int rank, Status result,
+                              int64_t micros);
+  // Counts `version` as damaged and retires it (catalog deletion, logged on
+  // failure: a restart would discard it anyway). The caller frees it with
+  // DropVersionNow.
+  void RetireDamaged(Job& job, Version& version);
+
+  // Retention after `job` gained a complete version `newest` (verified or
+  // not: a version completing now is not in `job` as complete yet): the
+  // deletions are added to `batch`, the steps to `to_drop`, to be dropped in
+  // memory after the batch is written (DropVersionNow).
+  void PlanRetention(const Job& job, int64_t newest, bool newest_verified, CatalogBatch* batch,
                      std::vector<int64_t>* to_drop) const;
+  // PlanRetention for the job's newest complete version, written and applied
+  // (after a version became verified).
+  void RunRetention(Job& job);
+  // Frees a version, or retires it until its holders are done.
   void DropVersionNow(Job& job, int64_t step);
   void TrimPool(uint64_t need);
   void FillVersionInfo(const Job& job, const Version& v, v1::VersionInfo* out) const;
@@ -156,6 +232,11 @@ class SnapshotManager {
   uint64_t seg_id_next_ = 0;  // segment ids reserved from the catalog
   uint64_t seg_id_end_ = 0;
   bool timers_started_ = false;
+  int background_verifications_ = 0;  // rank parts
+  uint64_t damaged_versions_ = 0;
+  // Verification tasks on the workers, for the destructor to cancel and
+  // await; shared with the tasks, which touch it last.
+  std::shared_ptr<VerifyTasks> verify_tasks_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 // A new DaemonConfig field must be added to ExpectSameConfig, the example
 // file, the key list in ExampleFileHoldsEveryKeyWithItsDefault and
 // EveryFieldHasAFlag; this trips when the struct changes, so none is forgotten.
-static_assert(sizeof(DaemonConfig) == 232,
+static_assert(sizeof(DaemonConfig) == 264,
               "DaemonConfig changed: update this test and the example");
 
 void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) {
@@ -35,7 +35,7 @@ void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) 
   EXPECT_EQ(actual.max_items, expected.max_items);
   EXPECT_EQ(actual.write_timeout_seconds, expected.write_timeout_seconds);
   EXPECT_EQ(actual.lease_timeout_seconds, expected.lease_timeout_seconds);
-  EXPECT_EQ(actual.verify_on_commit, expected.verify_on_commit);
+  EXPECT_EQ(actual.verify, expected.verify);
   EXPECT_EQ(actual.verify_threads, expected.verify_threads);
   EXPECT_EQ(actual.log_level, expected.log_level);
 }
@@ -184,7 +184,7 @@ snapshots:
   max_items: 5000
   write_timeout_s: 30
   lease_timeout_s: 45
-  verify_on_commit: false
+  verify: commit
   verify_threads: 8
 log:
   level: debug
@@ -202,7 +202,7 @@ log:
   expected.max_items = 5000;
   expected.write_timeout_seconds = 30;
   expected.lease_timeout_seconds = 45;
-  expected.verify_on_commit = false;
+  expected.verify = "commit";
   expected.verify_threads = 8;
   expected.log_level = "debug";
   ExpectSameConfig(*config, expected);
@@ -226,19 +226,19 @@ TEST_F(ConfigFileTest, ScalarSpellings) {
   Result<DaemonConfig> config = LoadConfigFile(Write(R"(
 node_id: "0042"
 memory: {budget: 1073741824}
-snapshots: {verify_on_commit: no, retain: "4"}
+snapshots: {verify: off, retain: "4"}
 )"));
   ASSERT_TRUE(config.ok()) << config.status().ToString();
   EXPECT_EQ(config->node_id, "0042");  // a string, not a number
   EXPECT_EQ(config->memory_budget_bytes, uint64_t{1} << 30);
-  EXPECT_FALSE(config->verify_on_commit);
+  EXPECT_EQ(config->verify, "off");  // the mode, not YAML 1.1's boolean
   EXPECT_EQ(config->retain_versions, 4);
 
-  for (const char* yes : {"true", "True", "TRUE", "yes", "on"}) {
+  for (const char* mode : {"commit", "background", "off", "'off'", "\"commit\""}) {
     Result<DaemonConfig> c =
-        LoadConfigFile(Write(std::string("snapshots:\n  verify_on_commit: ") + yes + "\n"));
-    ASSERT_TRUE(c.ok()) << yes;
-    EXPECT_TRUE(c->verify_on_commit) << yes;
+        LoadConfigFile(Write(std::string("snapshots:\n  verify: ") + mode + "\n"));
+    ASSERT_TRUE(c.ok()) << mode << ": " << c.status().ToString();
+    EXPECT_NE(std::string(mode).find(c->verify), std::string::npos) << mode;
   }
 }
 
@@ -273,6 +273,9 @@ snapshots:
   // Flag spellings are not keys.
   ExpectInvalid("data-dir: /x\n", {"data-dir"});
   ExpectInvalid("node_id: a\nnode_id: b\n", {"duplicate", "node_id", "line 2"});
+  // The boolean that `verify` replaced.
+  ExpectInvalid("snapshots:\n  verify_on_commit: true\n",
+                {"snapshots.verify_on_commit", "line 2", "verify"});
   ExpectInvalid("? [a, b]\n: c\n", {"line 1"});
 }
 
@@ -282,8 +285,7 @@ TEST_F(ConfigFileTest, WrongTypesNameTheKey) {
   ExpectInvalid("snapshots:\n  retain: 1.5\n", {"snapshots.retain", "integer"});
   ExpectInvalid("snapshots:\n  retain: 99999999999\n", {"snapshots.retain", "range"});
   ExpectInvalid("snapshots:\n  max_items: -1\n", {"snapshots.max_items", "non-negative"});
-  ExpectInvalid("snapshots:\n  verify_on_commit: maybe\n",
-                {"snapshots.verify_on_commit", "true or false"});
+  ExpectInvalid("snapshots:\n  verify: [commit]\n", {"snapshots.verify", "line 2", "list"});
   ExpectInvalid("node_id: {name: a}\n", {"node_id", "mapping"});
   ExpectInvalid("node_id:\n", {"node_id", "line 1", "nothing"});
   ExpectInvalid("shm: /dev/shm\n", {"shm", "dir, prefix"});
@@ -327,7 +329,7 @@ TEST_F(ConfigFileTest, ExampleFileHoldsEveryKeyWithItsDefault) {
       "snapshots.max_items",
       "snapshots.write_timeout_s",
       "snapshots.lease_timeout_s",
-      "snapshots.verify_on_commit",
+      "snapshots.verify",
       "snapshots.verify_threads",
       "log.level",
   };
@@ -360,6 +362,8 @@ TEST(ConfigValidateTest, EachRule) {
       {"snapshots.max_items", [](DaemonConfig* c) { c->max_items = 0; }},
       {"snapshots.write_timeout_s", [](DaemonConfig* c) { c->write_timeout_seconds = 0; }},
       {"snapshots.lease_timeout_s", [](DaemonConfig* c) { c->lease_timeout_seconds = -1; }},
+      {"snapshots.verify", [](DaemonConfig* c) { c->verify = ""; }},
+      {"snapshots.verify", [](DaemonConfig* c) { c->verify = "sometimes"; }},
       {"snapshots.verify_threads", [](DaemonConfig* c) { c->verify_threads = 0; }},
       {"snapshots.verify_threads", [](DaemonConfig* c) { c->verify_threads = 65; }},
       {"log.level", [](DaemonConfig* c) { c->log_level = "INFO"; }},
@@ -383,6 +387,10 @@ TEST(ConfigValidateTest, EachRule) {
   for (const char* level : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
     edges.log_level = level;
     EXPECT_TRUE(Validate(edges).ok()) << level << ": " << Validate(edges).ToString();
+  }
+  for (const char* mode : {"commit", "background", "off"}) {
+    edges.verify = mode;
+    EXPECT_TRUE(Validate(edges).ok()) << mode << ": " << Validate(edges).ToString();
   }
   edges.verify_threads = 1;
   EXPECT_TRUE(Validate(edges).ok());
@@ -455,7 +463,8 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
       "5",
       "--lease-timeout-s",
       "6",
-      "--no-verify-on-commit",
+      "--verify",
+      "off",
       "--verify-threads",
       "3",
       "--log-level",
@@ -473,7 +482,7 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
   expected.max_items = 77;
   expected.write_timeout_seconds = 5;
   expected.lease_timeout_seconds = 6;
-  expected.verify_on_commit = false;
+  expected.verify = "off";
   expected.verify_threads = 3;
   expected.log_level = "warn";
   ExpectSameConfig(*config, expected);
@@ -485,23 +494,22 @@ node_id: from-file
 memory: {budget: 2GiB}
 snapshots:
   retain: 7
-  verify_on_commit: false
+  verify: off
 log: {level: debug}
 )");
   Result<DaemonConfig> config =
-      Parse({"--retain", "3", "--config", path, "--verify-on-commit", "--log-level=error"});
+      Parse({"--retain", "3", "--config", path, "--verify", "commit", "--log-level=error"});
   ASSERT_TRUE(config.ok()) << config.status().ToString();
   EXPECT_EQ(config->node_id, "from-file");                    // file only
   EXPECT_EQ(config->memory_budget_bytes, uint64_t{2} << 30);  // file only
   EXPECT_EQ(config->retain_versions, 3);                      // flag wins, whatever its place
-  EXPECT_TRUE(config->verify_on_commit);                      // flag wins
+  EXPECT_EQ(config->verify, "commit");                        // flag wins
   EXPECT_EQ(config->log_level, "error");                      // flag wins
   EXPECT_EQ(config->verify_threads, DaemonConfig{}.verify_threads);  // neither
 
-  // A bool flag can also say false explicitly.
-  Result<DaemonConfig> off = Parse({"--verify-on-commit=false"});
-  ASSERT_TRUE(off.ok()) << off.status().ToString();
-  EXPECT_FALSE(off->verify_on_commit);
+  Result<DaemonConfig> background = Parse({"--verify=background"});
+  ASSERT_TRUE(background.ok()) << background.status().ToString();
+  EXPECT_EQ(background->verify, "background");
 }
 
 TEST_F(ConfigCommandLineTest, FileErrorsPassThrough) {
@@ -513,8 +521,14 @@ TEST_F(ConfigCommandLineTest, FileErrorsPassThrough) {
 
 TEST_F(ConfigCommandLineTest, BadFlagsAreInvalidWithUsage) {
   const std::vector<std::vector<std::string>> bad = {
-      {"--no-such-flag"},   {"--retain"},  // no value
-      {"stray-positional"}, {"--config"}, {"--retain", "1", "--retain", "2"},
+      {"--no-such-flag"},
+      {"--retain"},  // no value
+      {"stray-positional"},
+      {"--config"},
+      {"--retain", "1", "--retain", "2"},
+      {"--verify"},               // no value
+      {"--no-verify-on-commit"},  // replaced by --verify off
+
   };
   for (const std::vector<std::string>& args : bad) {
     Result<DaemonConfig> config = Parse(args);
@@ -538,11 +552,32 @@ TEST_F(ConfigCommandLineTest, BadValuesNameTheFlag) {
       {{"--shm-prefix", "a/b"}, "--shm-prefix"},
       {{"--node-id", ""}, "--node-id"},
       {{"--max-items", "-3"}, "--max-items"},
+      {{"--verify", "no"}, "--verify"},
   };
   for (const auto& c : cases) {
     Result<DaemonConfig> config = Parse(c.args);
     EXPECT_EQ(config.status().code(), StatusCode::kInvalidArgument) << c.part;
     EXPECT_TRUE(Contains(config.status().message(), c.part)) << config.status().message();
+  }
+}
+
+// An unknown verify mode names the key (file) or the flag, and every mode
+// that would have been accepted. Modes are lower case, like log levels.
+TEST_F(ConfigCommandLineTest, UnknownVerifyModeNamesTheAllowedValues) {
+  for (const char* bad : {"true", "Commit", "BACKGROUND", "none", "on-commit", "1"}) {
+    SCOPED_TRACE(bad);
+    Result<DaemonConfig> file = LoadConfigFile(Write(std::string("snapshots:\n  verify: ") + bad));
+    ASSERT_EQ(file.status().code(), StatusCode::kInvalidArgument) << file.status().ToString();
+    Result<DaemonConfig> flag = Parse({"--verify", bad});
+    ASSERT_EQ(flag.status().code(), StatusCode::kInvalidArgument) << flag.status().ToString();
+    for (const std::string& part :
+         {std::string(bad), std::string("commit"), std::string("background"), std::string("off")}) {
+      EXPECT_TRUE(Contains(file.status().message(), part)) << file.status().message();
+      EXPECT_TRUE(Contains(flag.status().message(), part)) << flag.status().message();
+    }
+    EXPECT_TRUE(Contains(file.status().message(), "snapshots.verify")) << file.status().message();
+    EXPECT_TRUE(Contains(file.status().message(), "line 2")) << file.status().message();
+    EXPECT_TRUE(Contains(flag.status().message(), "--verify")) << flag.status().message();
   }
 }
 
@@ -553,8 +588,8 @@ TEST_F(ConfigCommandLineTest, HelpAndVersionPrintAndExit) {
   std::string out = ::testing::internal::GetCapturedStdout();
   EXPECT_TRUE(help.ok()) << help.status().ToString();
   EXPECT_TRUE(exit_now);
-  for (const char* part : {"--config", "--node-id", "--memory-budget", "--no-verify-on-commit",
-                           "--log-level", "8GiB", "snapshots.retain"}) {
+  for (const char* part : {"--config", "--node-id", "--memory-budget", "--verify", "MODE",
+                           "default background", "--log-level", "8GiB", "snapshots.retain"}) {
     EXPECT_TRUE(Contains(out, part)) << part << " not in:\n" << out;
   }
 

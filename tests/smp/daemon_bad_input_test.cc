@@ -67,6 +67,18 @@ class DaemonBadInputTest : public ::testing::Test {
   ToolOptions tool_;
 };
 
+// The same daemon, verifying every commit before recording it.
+class DaemonCommitVerifyTest : public DaemonBadInputTest {
+ protected:
+  DaemonCommitVerifyTest() { daemon_.options().verify = "commit"; }
+};
+
+// The same daemon, verifying commits after answering them.
+class DaemonBackgroundVerifyTest : public DaemonBadInputTest {
+ protected:
+  DaemonBackgroundVerifyTest() { daemon_.options().verify = "background"; }
+};
+
 TEST_F(DaemonBadInputTest, UnknownJobIsNotFound) {
   v1::BeginSnapshotResponse resp;
   EXPECT_TRUE(HasStatus(raw_->Begin(BeginRequest(3, {U8Item("a", 10)}, "nosuchjob"), &resp),
@@ -281,7 +293,7 @@ TEST_F(DaemonBadInputTest, RequestLargerThanTheMaxMessageSizeIsRefused) {
   ExpectIntact();
 }
 
-TEST_F(DaemonBadInputTest, BytesWrittenPastAnItemAreDataLoss) {
+TEST_F(DaemonCommitVerifyTest, BytesWrittenPastAnItemAreDataLoss) {
   std::mt19937_64 rng = TestRng();
   // Item 0 ends at 1000; item 1 starts at the next 256-byte boundary, 1024.
   const auto begin = BeginRequest(3, {U8Item("item0", 1000), U8Item("item1", 5000)});
@@ -321,7 +333,7 @@ TEST_F(DaemonBadInputTest, BytesWrittenPastAnItemAreDataLoss) {
   EXPECT_TRUE(VerifiesAs(tool_, 2, 2));
 }
 
-TEST_F(DaemonBadInputTest, WrongChecksumIsDataLoss) {
+TEST_F(DaemonCommitVerifyTest, WrongChecksumIsDataLoss) {
   std::mt19937_64 rng = TestRng();
   const auto begin = BeginRequest(3, {U8Item("a", 4096)});
   v1::BeginSnapshotResponse reserved;
@@ -338,6 +350,55 @@ TEST_F(DaemonBadInputTest, WrongChecksumIsDataLoss) {
                 grpc::StatusCode::DATA_LOSS, "item 'a' (4096 bytes at offset"));
   ASSERT_TRUE(WaitSettled(*raw_));
   ExpectIntact();
+}
+
+// The commit succeeds; the daemon's check after it finds the mismatch and
+// discards the version, and the previous one is served, bit for bit.
+TEST_F(DaemonBackgroundVerifyTest, WrongChecksumIsCommittedThenDiscarded) {
+  std::mt19937_64 rng = TestRng();
+  const auto begin = BeginRequest(3, {U8Item("weights", 3 << 20)});
+  v1::BeginSnapshotResponse reserved;
+  ASSERT_TRUE(IsOk(raw_->Begin(begin, &reserved)));
+  const std::vector<uint8_t> bytes = RandomBytes(rng, 3 << 20);
+  {
+    MappedSegment seg(reserved.segment().path(), reserved.segment().bytes());
+    ASSERT_NE(seg.data(), nullptr);
+    std::memcpy(seg.data() + reserved.offsets(0), bytes.data(), bytes.size());
+  }
+  v1::CommitSnapshotResponse committed;
+  ASSERT_TRUE(
+      IsOk(raw_->Commit(CommitRequest(begin, reserved, {ec::Checksum(bytes) ^ 1}), &committed)));
+  EXPECT_TRUE(committed.version_complete());
+  EXPECT_EQ(committed.verify_micros(), 0);
+
+  ASSERT_TRUE(WaitSettled(*raw_));
+  EXPECT_EQ(LatestStep(*raw_, "job"), 2);
+  // Step 3 counted as one of the two retained versions while it waited for
+  // its check (step 2 being verified), so step 1 retired when it committed.
+  v1::ListVersionsResponse list;
+  ASSERT_TRUE(IsOk(raw_->List("job", &list)));
+  std::vector<int64_t> steps;
+  for (const v1::VersionInfo& v : list.versions()) steps.push_back(v.step());
+  EXPECT_EQ(steps, (std::vector<int64_t>{2}));
+  v1::GetStatusResponse status;
+  ASSERT_TRUE(IsOk(raw_->GetStatus(&status)));
+  EXPECT_EQ(status.damaged_versions(), 1u);
+  EXPECT_TRUE(NotServed(tool_, 3));
+  ASSERT_TRUE(daemon_.Running()) << "holdfastd died";
+  EXPECT_TRUE(VerifiesAs(tool_, std::nullopt, 2));
+  const std::string log = daemon_.Log();
+  EXPECT_NE(log.find("job job step 3 rank 0 failed background verification"), std::string::npos);
+  EXPECT_NE(log.find("item 'weights'"), std::string::npos);
+  EXPECT_NE(log.find("verify background"), std::string::npos);
+
+  // The step can be saved again, properly, and becomes the newest.
+  const ToolRun run = RunTool(tool_, {"save", "--steps", "3:3"});
+  ASSERT_TRUE(run.ok()) << run.Describe();
+  ASSERT_TRUE(WaitSettled(*raw_));
+  EXPECT_TRUE(VerifiesAs(tool_, std::nullopt, 3));
+  EXPECT_TRUE(VerifiesAs(tool_, 2, 2));
+  ASSERT_TRUE(IsOk(raw_->GetStatus(&status)));
+  EXPECT_EQ(status.damaged_versions(), 1u);
 }
 
 TEST_F(DaemonBadInputTest, WrongChecksumCountIsInvalidArgument) {
@@ -612,6 +673,8 @@ TEST(DaemonDisconnectTest, ReaderThatDiesReleasesItsLease) {
   tool.socket = daemon.socket_path();
   ASSERT_TRUE(RunTool(tool, {"save", "--steps", "1:1"}).ok());
   RawClient raw(daemon.socket_path());
+  // A version still being verified would go back to the pool when dropped.
+  ASSERT_TRUE(WaitSettled(raw));
   auto session = std::make_unique<RawSession>(raw, "job", 0);
   v1::OpenRestoreRequest open;
   open.set_job_id("job");

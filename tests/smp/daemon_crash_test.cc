@@ -242,6 +242,11 @@ TEST(DaemonDamageTest, CorruptedVersionIsNeverServedAgain) {
   ASSERT_TRUE(daemon.Start());
   const ToolOptions tool = Tool(daemon);
   ASSERT_TRUE(RunTool(tool, {"save", "--steps", "1:2"}).ok());
+  {
+    // Damage after the daemon's own check of the commit, as in RAM later on.
+    RawClient settle(daemon.socket_path());
+    ASSERT_TRUE(WaitSettled(settle));
+  }
   const Placement newest = Locate(daemon, 2);
   ASSERT_FALSE(newest.path.empty());
   ASSERT_NO_FATAL_FAILURE(FlipByte(newest.path, newest.item_offset + 12345));

@@ -121,13 +121,29 @@ TEST_F(DaemonRanksTest, StepIsVisibleOnlyOnceEveryLocalRankCommitted) {
   EXPECT_EQ(complete->committed_ranks_size(), 2);
   ExpectNewest(1);
 
-  // A rank cannot commit the same step twice.
+  // A rank that redoes a step of a version that never completed (its job
+  // crashed and resumed from an older step) replaces its earlier part.
   const ToolRun again = RunTool(Rank(1), Save(2, 2));
   ASSERT_TRUE(again.ok()) << again.Describe();
-  const ToolRun twice = RunTool(Rank(1), Save(2, 2));
-  EXPECT_TRUE(twice.exit.exited && twice.exit.code == 1) << twice.Describe();
-  EXPECT_NE(twice.err.find("ALREADY_EXISTS"), std::string::npos) << twice.Describe();
+  ToolOptions redo = Rank(1);
+  redo.seed = 99;  // other bytes, to tell the parts apart
+  const ToolRun twice = RunTool(redo, Save(2, 2));
+  ASSERT_TRUE(twice.ok()) << twice.Describe();
   ExpectNewest(1);
+  ASSERT_TRUE(RunTool(Rank(0), Save(2, 2)).ok());
+  EXPECT_EQ(LatestStep(*raw_, "job"), 2);
+  EXPECT_TRUE(VerifiesAs(redo, 2, 2));
+  EXPECT_TRUE(VerifiesAs(Rank(0), 2, 2));
+  const ToolRun first_bytes = Verify(Rank(1), 2);
+  EXPECT_TRUE(first_bytes.exit.exited && first_bytes.exit.code == 3) << first_bytes.Describe();
+  // The replaced part's segment went back to the pool: nothing in flight.
+  EXPECT_TRUE(WaitSettled(*raw_));
+
+  // A complete step is never committed again: it is no longer newer.
+  const ToolRun late = RunTool(redo, Save(2, 2));
+  EXPECT_TRUE(late.exit.exited && late.exit.code == 1) << late.Describe();
+  EXPECT_NE(late.err.find("FAILED_PRECONDITION"), std::string::npos) << late.Describe();
+  EXPECT_TRUE(VerifiesAs(redo, std::nullopt, 2));
 }
 
 TEST_F(DaemonRanksTest, RankDyingMidStepLeavesThePreviousStepServed) {

@@ -60,7 +60,7 @@ class DaemonWriterKillTest : public ::testing::Test {
 
   // Every retained version verifies with the seed that wrote it (the newest
   // as "the newest", which checks that `latest` resolves to it), and the
-  // segment files are the retained versions plus at most one pooled spare.
+  // segment files are the retained versions plus at most two pooled spares.
   void CheckRetained(const std::map<int64_t, uint64_t>& seed_of) {
     const std::vector<int64_t> steps = CompleteSteps();
     ASSERT_FALSE(steps.empty());
@@ -80,8 +80,11 @@ class DaemonWriterKillTest : public ::testing::Test {
     EXPECT_EQ(memory->used, files * kSegmentBytes) << "segment files and accounting disagree";
     EXPECT_EQ(memory->versions, steps.size() * kSegmentBytes);
     EXPECT_EQ(memory->pooled % kSegmentBytes, 0u);
-    // Every write reuses a pooled segment of its size: one spare at most.
-    EXPECT_LE(files, static_cast<uint64_t>(kRetain + 1)) << "segments pile up";
+    // Every write reuses a pooled segment of its size: one spare, and one
+    // more when a Begin came while the two newest versions were both still
+    // being verified in the background, so that retention also kept the
+    // newest verified one.
+    EXPECT_LE(files, static_cast<uint64_t>(kRetain + 2)) << "segments pile up";
   }
 
   Daemon daemon_;

@@ -342,6 +342,7 @@ Daemon::~Daemon() {
   if (options_.write_timeout_s) {
     argv.insert(argv.end(), {"--write-timeout-s", std::to_string(*options_.write_timeout_s)});
   }
+  if (options_.verify) argv.insert(argv.end(), {"--verify", *options_.verify});
   {
     std::ofstream log(log_path_, std::ios::app);
     log << "==== harness: starting holdfastd";
@@ -584,6 +585,7 @@ std::optional<Memory> GetMemory(RawClient& client) {
   Memory m;
   m.used = status.memory_used_bytes();
   m.pooled = status.memory_pooled_bytes();
+  m.background_verifications = status.background_verifications();
   for (const v1::JobStatus& job : status.jobs()) m.versions += job.bytes();
   return m;
 }
@@ -594,14 +596,17 @@ std::optional<Memory> GetMemory(RawClient& client) {
   for (;;) {
     m = GetMemory(client);
     if (!m) return ::testing::AssertionFailure() << "GetStatus failed";
-    if (m->used >= m->pooled + m->versions && m->in_flight() == 0) {
+    if (m->used >= m->pooled + m->versions && m->in_flight() == 0 &&
+        m->background_verifications == 0) {
       return ::testing::AssertionSuccess();
     }
     if (Clock::now() >= deadline) break;
     std::this_thread::sleep_for(2ms);
   }
-  return ::testing::AssertionFailure() << "a write reservation is still held: used " << m->used
-                                       << ", pooled " << m->pooled << ", versions " << m->versions;
+  return ::testing::AssertionFailure()
+         << "a write reservation or a verification is still held: used " << m->used << ", pooled "
+         << m->pooled << ", versions " << m->versions << ", background verifications "
+         << m->background_verifications;
 }
 
 std::optional<int64_t> LatestStep(RawClient& client, const std::string& job) {

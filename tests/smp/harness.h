@@ -126,6 +126,8 @@ struct DaemonOptions {
   int retain = 2;
   std::optional<uint64_t> max_items = std::nullopt;
   std::optional<int> write_timeout_s = std::nullopt;
+  // --verify: commit, background or off; unset: the daemon's default.
+  std::optional<std::string> verify = std::nullopt;
   std::string log_level = "debug";
   // Extra environment, e.g. {"HOLDFAST_FAILPOINTS", "commit.after_verify=kill"}.
   std::map<std::string, std::string> env = {};
@@ -260,12 +262,16 @@ struct Memory {
   uint64_t used = 0;
   uint64_t pooled = 0;
   uint64_t versions = 0;  // bytes of every job's versions (complete or partial)
-  // Segments reserved for snapshots being written (or verified).
+  // Committed rank parts whose background verification has not finished.
+  uint32_t background_verifications = 0;
+  // Segments reserved for snapshots being written (or verified before their
+  // commit), and those of retired versions still being verified.
   uint64_t in_flight() const { return used - pooled - versions; }
 };
 std::optional<Memory> GetMemory(RawClient& client);
-// Waits until no snapshot is being written or verified (a killed writer's
-// reservation has been released); false at the deadline.
+// Waits until no snapshot is being written or verified, before or after its
+// commit (a killed writer's reservation has been released, every background
+// check has ended and its retention has run); false at the deadline.
 ::testing::AssertionResult WaitSettled(RawClient& client, std::chrono::milliseconds timeout = 10s);
 // The newest complete step of `job` from GetStatus (-1: none), nullopt on error.
 std::optional<int64_t> LatestStep(RawClient& client, const std::string& job);

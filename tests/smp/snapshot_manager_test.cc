@@ -1,25 +1,66 @@
 // SnapshotManager against the in-memory catalog (with injected failures) and
 // real segments in a private tmpfs directory. Everything runs on the
-// manager's event loop, as in the daemon.
+// manager's event loop, as in the daemon. The manager verifies in the
+// background (the default) unless a test says otherwise; Save() waits for
+// that verification, SaveNoWait() does not, and BlockedWorkers holds it back
+// so that a test can look at the state in between.
 #include "core/snapshot_manager.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <future>
 #include <random>
+#include <thread>
 
 #include "catalog/memory_catalog.h"
 #include "holdfast/ec/checksum.h"
+#include "holdfast/testing/status_matchers.h"
 
 namespace holdfast::smp {
 namespace {
 
 namespace fs = std::filesystem;
+using ::holdfast::testing::HasCode;
+using ::holdfast::testing::IsOk;
 
 constexpr uint64_t kItemBytes = 64 << 10;
+constexpr uint64_t kRankBytes = 2 * kItemBytes;  // Save()'s default: two items, back to back
+
+// Occupies every worker of `pool` until Open() (or destruction): checksum
+// work submitted meanwhile waits in the queue.
+class BlockedWorkers {
+ public:
+  explicit BlockedWorkers(WorkerPool* pool) : gate_(open_.get_future().share()) {
+    std::vector<std::future<void>> started;
+    for (int i = 0; i < pool->size(); ++i) {
+      auto running = std::make_shared<std::promise<void>>();
+      started.push_back(running->get_future());
+      pool->Submit([running, gate = gate_] {
+        running->set_value();
+        gate.wait();
+      });
+    }
+    for (auto& f : started) f.wait();
+  }
+  ~BlockedWorkers() { Open(); }
+  BlockedWorkers(const BlockedWorkers&) = delete;
+  BlockedWorkers& operator=(const BlockedWorkers&) = delete;
+
+  void Open() {
+    if (opened_) return;
+    opened_ = true;
+    open_.set_value();
+  }
+
+ private:
+  std::promise<void> open_;
+  std::shared_future<void> gate_;
+  bool opened_ = false;
+};
 
 class SnapshotManagerTest : public ::testing::Test {
  protected:
@@ -36,17 +77,23 @@ class SnapshotManagerTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    manager_.reset();
-    loop_.reset();
+    DestroyManager();
     workers_.reset();
     fs::remove_all(dir_);
+  }
+
+  // As holdfastd stops: the loop first, so that no verification result runs
+  // while the manager is destroyed.
+  void DestroyManager() {
+    if (loop_) loop_->Stop();
+    manager_.reset();
+    loop_.reset();
   }
 
   // A fresh manager (as after a daemon restart) over the same catalog and
   // segments.
   void NewManager(uint64_t budget = 64 << 20) {
-    manager_.reset();
-    loop_.reset();
+    DestroyManager();
     workers_ = std::make_unique<WorkerPool>(2);
     loop_ = std::make_unique<EventLoop>();
     options_.memory_budget_bytes = budget;
@@ -75,10 +122,31 @@ class SnapshotManagerTest : public ::testing::Test {
     return static_cast<uint8_t>(step * 31 + rank * 7 + item * 3 + i * 13);
   }
 
-  // Begin + write deterministic bytes + Commit. `corrupt` writes one wrong
-  // byte after checksumming.
+  // Waits until no background verification is pending (each has posted its
+  // result to the loop, which handled it).
+  Status WaitVerified() {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (OnLoop([&] { return manager_->background_verifications(); }) > 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        return Status::DeadlineExceeded("background verification did not finish");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return Status::Ok();
+  }
+
+  // SaveNoWait, then waits for the background verification of every commit.
   Status Save(const std::string& job, int rank, int64_t step, int items = 2, bool corrupt = false,
               uint64_t session = 0) {
+    HOLDFAST_RETURN_IF_ERROR(SaveNoWait(job, rank, step, items, corrupt, session));
+    return WaitVerified();
+  }
+
+  // Begin + write deterministic bytes + Commit, returning when the commit is
+  // answered (its response in last_commit_). `corrupt` writes one wrong byte
+  // after checksumming.
+  Status SaveNoWait(const std::string& job, int rank, int64_t step, int items = 2,
+                    bool corrupt = false, uint64_t session = 0) {
     v1::BeginSnapshotRequest begin;
     begin.set_job_id(job);
     begin.set_rank(rank);
@@ -109,7 +177,10 @@ class SnapshotManagerTest : public ::testing::Test {
     }
     std::promise<Status> done;
     loop_->Post([&] {
-      manager_->Commit(commit, [&](Status s, v1::CommitSnapshotResponse) { done.set_value(s); });
+      manager_->Commit(commit, [&](Status s, v1::CommitSnapshotResponse resp) {
+        last_commit_ = resp;
+        done.set_value(s);
+      });
     });
     return done.get_future().get();
   }
@@ -159,6 +230,31 @@ class SnapshotManagerTest : public ::testing::Test {
     return names.ok() ? names->size() : 0;
   }
 
+  v1::GetStatusResponse GetStatus() {
+    v1::GetStatusResponse resp;
+    EXPECT_TRUE(IsOk(OnLoop([&] { return manager_->GetStatus(&resp); })));
+    return resp;
+  }
+
+  // Complete steps of `job` in the catalog.
+  std::vector<int64_t> CatalogSteps(const std::string& job) {
+    auto contents = catalog_->Load();
+    EXPECT_TRUE(IsOk(contents));
+    std::vector<int64_t> out;
+    if (!contents.ok()) return out;
+    for (const v1::VersionRecord& v : contents->versions) {
+      if (v.job_id() == job) out.push_back(v.step());
+    }
+    return out;
+  }
+
+  Status DropStep(const std::string& job, int64_t step, v1::DropVersionsResponse* resp) {
+    v1::DropVersionsRequest req;
+    req.set_job_id(job);
+    req.set_step(step);
+    return OnLoop([&] { return manager_->Drop(req, resp); });
+  }
+
   fs::path dir_;
   ManagerOptions options_;
   std::unique_ptr<SegmentStore> store_;
@@ -166,6 +262,7 @@ class SnapshotManagerTest : public ::testing::Test {
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<SnapshotManager> manager_;
+  v1::CommitSnapshotResponse last_commit_;
 };
 
 TEST_F(SnapshotManagerTest, RetainsNewestTwoAndReusesSegments) {
@@ -194,11 +291,17 @@ TEST_F(SnapshotManagerTest, CatalogFailureLeavesPreviousVersion) {
 }
 
 TEST_F(SnapshotManagerTest, CorruptedBytesFailCommitWithDataLoss) {
+  options_.verify = VerifyMode::kCommit;
+  NewManager();
   ASSERT_TRUE(Register("j", {0}).ok());
   ASSERT_TRUE(Save("j", 0, 1).ok());
   Status s = Save("j", 0, 2, 2, /*corrupt=*/true);
   EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
   EXPECT_EQ(*RestoreAndCheck("j", 0), 1);
+  // Refused, not recorded: no version to discard.
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1}));
+  EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{1}));
+  EXPECT_EQ(GetStatus().damaged_versions(), 0u);
 }
 
 TEST_F(SnapshotManagerTest, VersionVisibleOnlyWhenEveryLocalRankCommitted) {
@@ -383,6 +486,221 @@ TEST_F(SnapshotManagerTest, RefusedSnapshotEvictsNothing) {
   EXPECT_EQ(Save("j", 0, 3, 4).code(), StatusCode::kResourceExhausted);
   EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1, 2}));
   EXPECT_EQ(*RestoreAndCheck("j", 0, 1), 1);
+}
+
+TEST_F(SnapshotManagerTest, VerifyModeNamesRoundTrip) {
+  for (VerifyMode mode : {VerifyMode::kCommit, VerifyMode::kBackground, VerifyMode::kOff}) {
+    Result<VerifyMode> parsed = ParseVerifyMode(VerifyModeName(mode));
+    ASSERT_TRUE(IsOk(parsed)) << VerifyModeName(mode);
+    EXPECT_EQ(*parsed, mode);
+  }
+  EXPECT_EQ(VerifyModeName(ManagerOptions{}.verify), "background");
+  Result<VerifyMode> bad = ParseVerifyMode("Commit");
+  EXPECT_TRUE(HasCode(bad, StatusCode::kInvalidArgument));
+  EXPECT_NE(bad.status().message().find("commit, background, off"), std::string::npos)
+      << bad.status().ToString();
+}
+
+// The commit is answered and the version served before its bytes are
+// checked; once the check fails, the version is gone (memory, catalog) and
+// the previous one is served again.
+TEST_F(SnapshotManagerTest, BackgroundMismatchDiscardsTheCommittedVersion) {
+  ASSERT_TRUE(IsOk(Register("j", {0})));
+  ASSERT_TRUE(IsOk(Save("j", 0, 1)));
+  {
+    BlockedWorkers blocked(workers_.get());
+    ASSERT_TRUE(IsOk(SaveNoWait("j", 0, 2, 2, /*corrupt=*/true)));
+    EXPECT_TRUE(last_commit_.version_complete());
+    EXPECT_EQ(last_commit_.verify_micros(), 0);
+    EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1, 2}));
+    EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{1, 2}));
+    EXPECT_EQ(GetStatus().background_verifications(), 1u);
+  }
+  ASSERT_TRUE(IsOk(WaitVerified()));
+
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1}));
+  EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{1}));
+  EXPECT_EQ(*RestoreAndCheck("j", 0), 1);
+  EXPECT_TRUE(HasCode(RestoreAndCheck("j", 0, 2), StatusCode::kNotFound));
+  const v1::GetStatusResponse status = GetStatus();
+  EXPECT_EQ(status.damaged_versions(), 1u);
+  EXPECT_EQ(status.background_verifications(), 0u);
+  ASSERT_EQ(status.jobs_size(), 1);
+  EXPECT_EQ(status.jobs(0).latest_complete_step(), 1);
+  EXPECT_EQ(status.jobs(0).bytes(), kRankBytes);
+  // Step 2's segment went back to the pool, and the step can be saved again
+  // in it.
+  EXPECT_EQ(status.memory_pooled_bytes(), kRankBytes);
+  EXPECT_EQ(status.memory_used_bytes(), 2 * kRankBytes);
+  ASSERT_TRUE(IsOk(Save("j", 0, 2)));
+  EXPECT_EQ(SegmentFiles(), 2u);
+  EXPECT_EQ(*RestoreAndCheck("j", 0), 2);
+  EXPECT_EQ(GetStatus().damaged_versions(), 1u);
+}
+
+// retain_versions = 1: the only verified version stays until a newer one is
+// verified, and goes as soon as one is.
+TEST_F(SnapshotManagerTest, RetentionKeepsTheVerifiedVersionUntilANewerOneIsVerified) {
+  options_.retain_versions = 1;
+  NewManager();
+  ASSERT_TRUE(IsOk(Register("j", {0})));
+  ASSERT_TRUE(IsOk(Save("j", 0, 1)));
+
+  // A damaged step 2: step 1 survives its commit, and is the newest after.
+  {
+    BlockedWorkers blocked(workers_.get());
+    ASSERT_TRUE(IsOk(SaveNoWait("j", 0, 2, 2, /*corrupt=*/true)));
+    EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1, 2}));
+    EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{1, 2}));
+    EXPECT_EQ(*RestoreAndCheck("j", 0, 1), 1);
+  }
+  ASSERT_TRUE(IsOk(WaitVerified()));
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1}));
+  EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{1}));
+  EXPECT_EQ(*RestoreAndCheck("j", 0), 1);
+
+  // A good step 3: step 1 stays until step 3 is verified, then retires.
+  {
+    BlockedWorkers blocked(workers_.get());
+    ASSERT_TRUE(IsOk(SaveNoWait("j", 0, 3)));
+    EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1, 3}));
+    EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{1, 3}));
+    EXPECT_EQ(*RestoreAndCheck("j", 0, 1), 1);
+    EXPECT_EQ(*RestoreAndCheck("j", 0), 3);
+  }
+  ASSERT_TRUE(IsOk(WaitVerified()));
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{3}));
+  EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{3}));
+  EXPECT_TRUE(HasCode(RestoreAndCheck("j", 0, 1), StatusCode::kNotFound));
+  // Step 3 reused step 2's segment; step 1's is pooled now.
+  EXPECT_EQ(GetStatus().memory_pooled_bytes(), kRankBytes);
+  EXPECT_EQ(GetStatus().damaged_versions(), 1u);
+
+  // Two unverified steps in a row: the older one is beyond retention even
+  // unverified (retired while its check runs); step 3, verified, stays.
+  {
+    BlockedWorkers blocked(workers_.get());
+    ASSERT_TRUE(IsOk(SaveNoWait("j", 0, 4)));
+    ASSERT_TRUE(IsOk(SaveNoWait("j", 0, 5)));
+    EXPECT_EQ(Steps("j"), (std::vector<int64_t>{3, 5}));
+    EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{3, 5}));
+    EXPECT_EQ(GetStatus().background_verifications(), 2u);
+    EXPECT_EQ(GetStatus().memory_pooled_bytes(), 0u) << "step 4 is still being read";
+  }
+  ASSERT_TRUE(IsOk(WaitVerified()));
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{5}));
+  EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{5}));
+  EXPECT_EQ(*RestoreAndCheck("j", 0), 5);
+  EXPECT_EQ(GetStatus().memory_pooled_bytes(), 2 * kRankBytes) << "steps 3 and 4";
+  EXPECT_EQ(SegmentFiles(), 3u);
+}
+
+// A version dropped while its check runs leaves at once, but its segment is
+// neither reused nor unmapped (Drop unmaps the job's pooled segments) until
+// the check is done; then it is pooled.
+TEST_F(SnapshotManagerTest, DropDuringBackgroundVerificationWaitsForTheVerifier) {
+  ASSERT_TRUE(IsOk(Register("j", {0})));
+  ASSERT_TRUE(IsOk(Save("j", 0, 1)));
+  {
+    BlockedWorkers blocked(workers_.get());
+    ASSERT_TRUE(IsOk(SaveNoWait("j", 0, 2)));
+    v1::DropVersionsResponse dropped;
+    ASSERT_TRUE(IsOk(DropStep("j", 2, &dropped)));
+    ASSERT_EQ(dropped.dropped_steps_size(), 1);
+    EXPECT_EQ(dropped.dropped_steps(0), 2);
+    EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1}));
+    EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{1}));
+    EXPECT_EQ(*RestoreAndCheck("j", 0), 1);
+    EXPECT_TRUE(HasCode(DropStep("j", 2, &dropped), StatusCode::kNotFound));
+    // The step cannot be written again while its old bytes are being read.
+    Status again = SaveNoWait("j", 0, 2);
+    EXPECT_TRUE(HasCode(again, StatusCode::kFailedPrecondition));
+    EXPECT_NE(again.message().find("was dropped"), std::string::npos) << again.ToString();
+    // A new snapshot gets a new segment, not the one being checked.
+    ASSERT_TRUE(IsOk(SaveNoWait("j", 0, 3)));
+    EXPECT_EQ(SegmentFiles(), 3u);
+    const v1::GetStatusResponse status = GetStatus();
+    EXPECT_EQ(status.memory_pooled_bytes(), 0u);
+    EXPECT_EQ(status.memory_used_bytes(), 3 * kRankBytes);
+    EXPECT_EQ(status.background_verifications(), 2u);
+  }
+  ASSERT_TRUE(IsOk(WaitVerified()));
+  const v1::GetStatusResponse status = GetStatus();
+  EXPECT_EQ(status.memory_pooled_bytes(), kRankBytes) << "step 2's segment";
+  EXPECT_EQ(status.damaged_versions(), 0u);
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(*RestoreAndCheck("j", 0), 3);
+  EXPECT_EQ(*RestoreAndCheck("j", 0, 1), 1);
+}
+
+// A restore lease and a background check hold a version together: it is
+// freed only when both are done, in either order.
+TEST_F(SnapshotManagerTest, LeaseAndVerificationBothHoldARetiredVersion) {
+  options_.retain_versions = 1;
+  NewManager();
+  ASSERT_TRUE(IsOk(Register("j", {0})));
+  ASSERT_TRUE(IsOk(Save("j", 0, 1)));
+  BlockedWorkers blocked(workers_.get());
+  ASSERT_TRUE(IsOk(SaveNoWait("j", 0, 2)));
+  v1::OpenRestoreRequest req;
+  req.set_job_id("j");
+  req.set_latest(true);
+  v1::OpenRestoreResponse lease;
+  ASSERT_TRUE(IsOk(OnLoop([&] { return manager_->OpenRestore(req, &lease); })));
+  EXPECT_EQ(lease.step(), 2);
+  // Steps 3 (unverified) retires step 2, held twice; step 1 stays, verified.
+  ASSERT_TRUE(IsOk(SaveNoWait("j", 0, 3)));
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1, 3}));
+  v1::CloseRestoreRequest close;
+  close.set_lease_id(lease.lease_id());
+  close.set_verified(true);
+  ASSERT_TRUE(IsOk(OnLoop([&] { return manager_->CloseRestore(close); })));
+  EXPECT_EQ(GetStatus().memory_pooled_bytes(), 0u) << "step 2 is still being checked";
+  blocked.Open();
+  ASSERT_TRUE(IsOk(WaitVerified()));
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{3}));
+  EXPECT_EQ(GetStatus().memory_pooled_bytes(), 2 * kRankBytes) << "steps 1 and 2";
+}
+
+// A restart while versions wait for their background check: recovery
+// verifies them itself, and retention then needs no extra version.
+TEST_F(SnapshotManagerTest, RecoveryRetiresTheVersionKeptForAnUnverifiedOne) {
+  options_.retain_versions = 1;
+  NewManager();
+  ASSERT_TRUE(IsOk(Register("j", {0})));
+  ASSERT_TRUE(IsOk(Save("j", 0, 1)));
+  BlockedWorkers blocked(workers_.get());
+  ASSERT_TRUE(IsOk(SaveNoWait("j", 0, 2)));
+  EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{1, 2}));
+  // The daemon stops: its loop first, then the manager cancels the checks.
+  loop_->Stop();
+  blocked.Open();
+  NewManager();
+  auto report = OnLoop([&] { return manager_->Recover(); });
+  ASSERT_TRUE(IsOk(report));
+  EXPECT_EQ(report->versions_restored, 1);
+  EXPECT_EQ(report->versions_retired, 1);
+  EXPECT_EQ(report->versions_discarded, 0);
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{2}));
+  EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{2}));
+  EXPECT_EQ(SegmentFiles(), 1u) << "step 1's segment was removed";
+  EXPECT_EQ(manager_->memory_used(), kRankBytes);
+  EXPECT_EQ(*RestoreAndCheck("j", 0), 2);
+}
+
+TEST_F(SnapshotManagerTest, VerifyOffLeavesTheChecksumToTheReader) {
+  options_.verify = VerifyMode::kOff;
+  NewManager();
+  ASSERT_TRUE(IsOk(Register("j", {0})));
+  ASSERT_TRUE(IsOk(Save("j", 0, 1)));
+  ASSERT_TRUE(IsOk(Save("j", 0, 2, 2, /*corrupt=*/true)));
+  EXPECT_EQ(last_commit_.verify_micros(), 0);
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1, 2}));
+  const v1::GetStatusResponse status = GetStatus();
+  EXPECT_EQ(status.damaged_versions(), 0u);
+  EXPECT_EQ(status.background_verifications(), 0u);
+  // The reader's check catches it.
+  EXPECT_TRUE(HasCode(RestoreAndCheck("j", 0), StatusCode::kDataLoss));
 }
 
 }  // namespace
