@@ -36,6 +36,8 @@
 // damaged new version cannot leave its job without a good one; when a
 // version becomes verified, retention runs again and that extra version goes.
 // PARTIAL versions older than the newest COMPLETE one are discarded.
+// A rank that commits a step it already committed in a PARTIAL version (its
+// job crashed and every rank resumed from an older step) replaces its part.
 //
 // Holders: a restore lease and a running background verification each pin a
 // version's segments. Retiring a version (retention, Drop, damage) removes it
