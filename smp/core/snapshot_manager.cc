@@ -12,6 +12,7 @@
 
 namespace holdfast::smp {
 
+using manager_internal::kMaxSparesPerRank;
 using manager_internal::kPage;
 using manager_internal::kSegmentIdBlock;
 using manager_internal::MiB;
@@ -131,7 +132,30 @@ void SnapshotManager::ReleaseSegment(Segment segment, const std::string& job_id,
   if (!segment.valid()) return;
   const uint64_t bytes = segment.bytes();
   pooled_bytes_ += bytes;
-  pool_.emplace(bytes, Pooled{std::move(segment), job_id, rank});
+  const auto added = pool_.emplace(bytes, Pooled{std::move(segment), job_id, rank});
+  // A rank writes one snapshot at a time, so a spare or two covers its next
+  // Begin. More pile up only after a burst (background checks lagging behind
+  // a fast writer keep retired versions held); give those back to the system.
+  int others = 0;  // spares of this rank besides the one just added
+  for (auto it = pool_.begin(); it != pool_.end();) {
+    const bool same = it != added && it->second.rank == rank && it->second.job_id == job_id;
+    if (same && ++others >= kMaxSparesPerRank) {
+      RemovePooled(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void SnapshotManager::RemovePooled(std::multimap<uint64_t, Pooled>::iterator it) {
+  const uint64_t bytes = it->first;
+  const std::string name = it->second.segment.name();
+  if (Status s = segments_->Remove(name); !s.ok()) {
+    spdlog::warn("could not remove pooled segment {}: {}", name, s.ToString());
+  }
+  pool_.erase(it);  // unmaps
+  pooled_bytes_ -= bytes;
+  used_bytes_ -= bytes;
 }
 
 void SnapshotManager::TrimPool(uint64_t need) {
@@ -139,13 +163,7 @@ void SnapshotManager::TrimPool(uint64_t need) {
   while (!pool_.empty() && need > 0) {
     auto it = std::prev(pool_.end());
     const uint64_t bytes = it->first;
-    const std::string name = it->second.segment.name();
-    if (Status s = segments_->Remove(name); !s.ok()) {
-      spdlog::warn("could not remove pooled segment {}: {}", name, s.ToString());
-    }
-    pool_.erase(it);  // unmaps
-    pooled_bytes_ -= bytes;
-    used_bytes_ -= bytes;
+    RemovePooled(it);
     need = need > bytes ? need - bytes : 0;
   }
 }
@@ -699,14 +717,11 @@ Status SnapshotManager::Drop(const v1::DropVersionsRequest& req, v1::DropVersion
   }
   // Explicit drops give the memory back rather than pooling it.
   for (auto it = pool_.begin(); it != pool_.end();) {
-    if (it->second.job_id != req.job_id()) {
+    if (it->second.job_id == req.job_id()) {
+      RemovePooled(it++);
+    } else {
       ++it;
-      continue;
     }
-    (void)segments_->Remove(it->second.segment.name());
-    pooled_bytes_ -= it->first;
-    used_bytes_ -= it->first;
-    it = pool_.erase(it);
   }
   spdlog::info("dropped {} versions of job {}", steps.size(), req.job_id());
   return Status::Ok();

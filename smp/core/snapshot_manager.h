@@ -164,6 +164,7 @@ class SnapshotManager {
   int background_verifications() const { return background_verifications_; }
 
  private:
+  struct Pooled;
   struct RankPart;
   struct Version;
   struct Job;
@@ -212,6 +213,8 @@ class SnapshotManager {
   // Frees a version, or retires it until its holders are done.
   void DropVersionNow(Job& job, int64_t step);
   void TrimPool(uint64_t need);
+  // Deletes a pooled segment's file and its accounting.
+  void RemovePooled(std::multimap<uint64_t, Pooled>::iterator it);
   void FillVersionInfo(const Job& job, const Version& v, v1::VersionInfo* out) const;
   void ScheduleExpiry();
 
@@ -226,7 +229,6 @@ class SnapshotManager {
   std::map<uint64_t, Lease> leases_;
   std::map<uint64_t, std::string> sessions_;  // id -> description for logs
   // Free segments kept mapped for reuse, by size.
-  struct Pooled;
   std::multimap<uint64_t, Pooled> pool_;
   uint64_t pooled_bytes_ = 0;
   uint64_t used_bytes_ = 0;   // every mapped segment

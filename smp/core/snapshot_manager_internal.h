@@ -28,6 +28,8 @@ using Clock = std::chrono::steady_clock;
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kSegmentIdBlock = 64;
+// Free segments kept per (job, rank) for its next snapshots.
+constexpr int kMaxSparesPerRank = 2;
 
 inline int64_t UnixMicros() {
   return std::chrono::duration_cast<std::chrono::microseconds>(

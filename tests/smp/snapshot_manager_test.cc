@@ -276,6 +276,32 @@ TEST_F(SnapshotManagerTest, RetainsNewestTwoAndReusesSegments) {
   EXPECT_EQ(RestoreAndCheck("j", 0, 4).status().code(), StatusCode::kNotFound);
 }
 
+// A writer faster than the background checks: versions retired while their
+// checks wait stay held, and go back to the pool all at once when the checks
+// run. Two segments stay pooled for the rank's next snapshots; the rest are
+// given back (their files go).
+TEST_F(SnapshotManagerTest, PoolKeepsTwoSparesPerRank) {
+  options_.verify = VerifyMode::kBackground;
+  NewManager();
+  ASSERT_TRUE(Register("j", {0}).ok());
+  {
+    BlockedWorkers blocked(workers_.get());
+    for (int64_t step = 1; step <= 6; ++step) ASSERT_TRUE(IsOk(SaveNoWait("j", 0, step))) << step;
+    EXPECT_EQ(Steps("j"), (std::vector<int64_t>{5, 6}));
+    EXPECT_EQ(SegmentFiles(), 6u);  // the retired four are held by their pending checks
+  }
+  ASSERT_TRUE(IsOk(WaitVerified()));
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{5, 6}));
+  EXPECT_EQ(SegmentFiles(), 2u + 2u);  // two versions, two spares
+  const v1::GetStatusResponse status = GetStatus();
+  EXPECT_EQ(status.memory_pooled_bytes() * 2, status.memory_used_bytes());
+
+  // The spares serve the next snapshots: nothing new is created.
+  for (int64_t step = 7; step <= 9; ++step) ASSERT_TRUE(IsOk(Save("j", 0, step))) << step;
+  EXPECT_LE(SegmentFiles(), 4u);
+  EXPECT_EQ(*RestoreAndCheck("j", 0), 9);
+}
+
 TEST_F(SnapshotManagerTest, CatalogFailureLeavesPreviousVersion) {
   ASSERT_TRUE(Register("j", {0}).ok());
   ASSERT_TRUE(Save("j", 0, 1).ok());
