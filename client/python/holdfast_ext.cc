@@ -8,8 +8,6 @@
 // holdfast.HoldfastError(code, code_name, message).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -24,10 +22,6 @@ namespace py = pybind11;
 
 namespace holdfast::client {
 namespace {
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 
 // Set by the module init: holdfast.HoldfastError.
 PyObject* g_error_type = nullptr;
@@ -208,15 +202,11 @@ class PyClient {
   std::unique_ptr<Client> client_;
 };
 
-// Populates the page tables of fresh memory in one call (a restore into new
-// tensors otherwise pays a page fault per 4 KiB page).
+// PrepareFreshMemory without the GIL: a restore into new tensors otherwise
+// pays a page fault per 4 KiB page.
 void Prefault(uintptr_t ptr, uint64_t nbytes) {
-  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (ptr + page - 1) & ~(page - 1);
-  const uintptr_t end = (ptr + nbytes) & ~(page - 1);
-  if (end <= begin) return;
   py::gil_scoped_release nogil;
-  (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+  PrepareFreshMemory(reinterpret_cast<void*>(ptr), nbytes);
 }
 
 }  // namespace

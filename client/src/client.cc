@@ -38,17 +38,6 @@ Status Errno(const std::string& what, const std::string& path) {
   return Status::Unavailable(what + " " + path + ": " + std::strerror(errno));
 }
 
-// Populates the page tables of a fresh buffer in one call: on the VMs we run
-// on, faulting 1 GiB page by page costs ~4.5 s, populating it ~1.4 s.
-void Prefault(uint8_t* p, uint64_t n) {
-  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  const uint64_t begin = (reinterpret_cast<uint64_t>(p) + page - 1) & ~(page - 1);
-  const uint64_t end = (reinterpret_cast<uint64_t>(p) + n) & ~(page - 1);
-  if (end > begin + (uint64_t{1} << 20)) {
-    (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
-  }
-}
-
 ItemInfo ToInfo(const v1::Item& item) {
   ItemInfo info;
   info.name = item.spec().name();
@@ -481,6 +470,26 @@ struct Client::Impl {
 
 // ---- Client ---------------------------------------------------------------------------
 
+void PrepareFreshMemory(void* data, uint64_t nbytes) {
+  const uint64_t begin = reinterpret_cast<uint64_t>(data);
+  const uint64_t end = begin + nbytes;
+  // Huge pages on the 2 MiB-aligned interior (honoured when THP is
+  // "always" or "madvise"), then every page table entry in one call.
+  constexpr uint64_t kHuge = uint64_t{2} << 20;
+  const uint64_t huge_begin = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uint64_t huge_end = end & ~(kHuge - 1);
+  if (huge_end > huge_begin) {
+    (void)madvise(reinterpret_cast<void*>(huge_begin), huge_end - huge_begin, MADV_HUGEPAGE);
+  }
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t page_begin = (begin + page - 1) & ~(page - 1);
+  const uint64_t page_end = end & ~(page - 1);
+  if (page_end > page_begin) {
+    (void)madvise(reinterpret_cast<void*>(page_begin), page_end - page_begin,
+                  MADV_POPULATE_WRITE);
+  }
+}
+
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
@@ -600,7 +609,7 @@ Result<RestoredSnapshot> Client::RestoreAll(std::optional<int64_t> step) {
     RestoredItem r;
     r.info = ToInfo(item);
     r.data.reset(new uint8_t[std::max<uint64_t>(1, item.spec().nbytes())]);
-    Prefault(r.data.get(), item.spec().nbytes());
+    PrepareFreshMemory(r.data.get(), item.spec().nbytes());
     dsts.push_back(r.data.get());
     out.stats.bytes += item.spec().nbytes();
     out.items.push_back(std::move(r));

@@ -198,6 +198,38 @@ class SnapshotterTest(unittest.TestCase):
         _assert_same(self, state, loaded)
 
 
+class LoadIntoTest(unittest.TestCase):
+    def setUp(self) -> None:
+        require_daemon()
+        self.daemon = Daemon()
+        self.addCleanup(self.daemon.close)
+        self.snap = holdfast.Snapshotter("job", endpoint=self.daemon.endpoint)
+        self.addCleanup(self.snap.close)
+
+    def test_restores_in_place_into_an_existing_state(self) -> None:
+        saved = _training_state(seed=1)
+        self.snap.save(4, saved).wait()
+        target = _training_state(seed=2)  # same structure, other values
+        weight = target["model"]["0.weight"]
+        ptr = weight.data_ptr()
+        step, restored = self.snap.load_into(target)
+        self.assertEqual(step, 4)
+        _assert_same(self, saved, restored)
+        # Written in place: the caller's tensor holds the saved bytes, same memory.
+        self.assertEqual(weight.data_ptr(), ptr)
+        self.assertTrue(_bits_equal(weight, saved["model"]["0.weight"]))
+        self.assertTrue(_bits_equal(target["extra"]["half_t"], saved["extra"]["half_t"]))
+
+    def test_mismatched_structure_is_refused_and_nothing_written(self) -> None:
+        self.snap.save(1, {"a": torch.ones(4), "b": torch.zeros(2)}).wait()
+        other = {"a": torch.full((5,), 7.0), "b": torch.zeros(2)}
+        with self.assertRaises(ValueError):
+            self.snap.load_into(other)
+        self.assertTrue(torch.equal(other["a"], torch.full((5,), 7.0)))
+        with self.assertRaises(ValueError):
+            self.snap.load_into({"a": torch.ones(4)})
+
+
 def _wait_error(h):
     try:
         h.wait()

@@ -281,6 +281,63 @@ class Snapshotter:
         state = _state.unflatten(skeleton.numpy().tobytes(), tensors, map_location)
         return restored, state
 
+    def load_into(self, state: Any, step: Optional[int] = None):
+        """Restores ``step`` (newest when None) into the tensors of ``state``, in place.
+
+        ``state`` must have the structure that was saved (the same model's ``state_dict()``, an
+        optimizer that has state, ...): its tensors, in the same order, must match the saved ones
+        in dtype and shape (ValueError otherwise; nothing is written then). Contiguous CPU tensors
+        are written directly by the library (no allocation, no extra copy); others through a
+        staging buffer. Returns ``(step, restored)``: the saved structure, with plain values from
+        the snapshot and the tensors of ``state``.
+        """
+        if step is None:
+            step = self._client.latest_step()
+            if step is None:
+                raise HoldfastError(5, "NOT_FOUND", f"job {self.job} has no complete snapshot")
+        (infos,) = self._client.list_items(step)
+        items, _ = _state.flatten(state)
+        saved = {name: (code, tuple(shape), nbytes) for name, code, shape, nbytes in infos}
+        skeleton_info = saved.pop(_SKELETON_ITEM, None)
+        if skeleton_info is None:
+            raise HoldfastError(
+                9, "FAILED_PRECONDITION",
+                f"step {step} of job {self.job} was not saved by holdfast.Snapshotter")
+        if {i.name for i in items} != set(saved):
+            raise ValueError(f"the state has {len(items)} tensors, step {step} has {len(saved)}: "
+                             "not the structure that was saved")
+        for item in items:
+            want = saved[item.name]
+            if (item.dtype_code, item.shape, item.nbytes) != want:
+                raise ValueError(
+                    f"tensor {item.name} of the state is {item.tensor.dtype} {list(item.shape)}, "
+                    f"the saved one has dtype code {want[0]} and shape {list(want[1])}")
+        native = _native()
+        skeleton = torch.empty(skeleton_info[2], dtype=torch.uint8)
+        targets = [(_SKELETON_ITEM, skeleton.data_ptr(), skeleton.numel())]
+        direct, staged = {}, []
+        for item in items:
+            src = item.source
+            if src.device.type == "cpu" and src.is_contiguous() and not src.is_conj() \
+                    and not src.is_neg() and item.tensor.data_ptr() == src.data_ptr():
+                buf = src.detach()
+                direct[item.name] = buf
+            else:
+                buf = torch.empty(item.shape, dtype=src.dtype)
+                if item.nbytes:
+                    native.prefault(buf.data_ptr(), item.nbytes)
+                staged.append((item, buf))
+            targets.append((item.name, buf.data_ptr(), item.nbytes))
+        restored = self._client.restore(step, targets)
+        with torch.no_grad():
+            for item, buf in staged:
+                item.source.copy_(buf)
+        # The structure and plain values from the snapshot around the caller's tensors (detached
+        # views of them, or the very tensors where unflatten can pass them through).
+        structure = _state.unflatten(skeleton.numpy().tobytes(),
+                                     {item.name: item.source.detach() for item in items})
+        return restored, structure
+
     def drop(self, step: Optional[int] = None) -> None:
         """Frees one step of the job (every step when None)."""
         self._client.drop(step)

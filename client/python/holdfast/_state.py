@@ -128,6 +128,7 @@ class TensorItem:
     shape: tuple[int, ...]
     nbytes: int  # tensor.numel() * tensor.element_size()
     device: str  # "cpu" or "cuda:N"
+    source: torch.Tensor  # the tensor of the state (first one seen, for shared views)
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,8 @@ class _Flattener:
             data = tensor.detach().resolve_conj().resolve_neg().contiguous()
             self.items.append(TensorItem(
                 name=name, tensor=data, dtype_code=code, shape=tuple(data.shape),
-                nbytes=data.numel() * data.element_size(), device=str(data.device)))
+                nbytes=data.numel() * data.element_size(), device=str(data.device),
+                source=tensor))
         ref = self._refs[id(tensor)] = TensorRef(
             name=name, dtype_code=code, shape=tuple(tensor.shape), device=str(tensor.device),
             requires_grad=tensor.requires_grad, parameter=isinstance(tensor, torch.nn.Parameter))

@@ -184,6 +184,14 @@ struct RestoredSnapshot {
   RestoreStats stats;
 };
 
+// Readies memory that was just allocated and not yet written, to restore
+// into: backs its 2 MiB-aligned interior with transparent huge pages where the
+// kernel allows it, and populates its page tables in one call. On the VMs we
+// measure on, writing 1 GiB of fresh 4 KiB pages costs ~3.4 s, ~0.1-0.4 s
+// this way. Best effort: failures only cost speed. RestoreAll does it for its
+// own buffers.
+void PrepareFreshMemory(void* data, uint64_t nbytes);
+
 class Client {
  public:
   // Connects, registers the job (idempotent) and opens a session.
