@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -193,11 +194,23 @@ struct Client::Impl {
   std::unique_ptr<v1::Snapshot::Stub> stub;
   std::unique_ptr<internal::CopyEngine> copier;
 
-  // Session stream: a thread blocked reading it until we cancel.
-  grpc::ClientContext session_ctx;
-  std::unique_ptr<grpc::ClientReader<v1::SessionEvent>> session_reader;
-  std::thread session_thread;
-  uint64_t session_id = 0;
+  // The session stream: while it is open the daemon knows this process is
+  // alive, and aborts its writes and leases at once when it breaks. A thread
+  // blocks reading it until we cancel it or the daemon goes away; after a
+  // daemon restart the next call opens a new one.
+  struct Session {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<v1::SessionEvent>> reader;
+    std::thread thread;
+    std::atomic<bool> ended{false};
+    uint64_t id = 0;
+    ~Session() {
+      ctx.TryCancel();
+      if (thread.joinable()) thread.join();
+    }
+  };
+  std::mutex session_mu;
+  std::unique_ptr<Session> session;  // guarded by session_mu
 
   std::mutex map_mu;
   std::list<std::shared_ptr<Mapping>> mappings;  // most recently used first; guarded by map_mu
@@ -216,10 +229,8 @@ struct Client::Impl {
     }
     queue_cv.notify_all();
     if (pipeline.joinable()) pipeline.join();
-    if (session_reader) {
-      session_ctx.TryCancel();
-      if (session_thread.joinable()) session_thread.join();
-    }
+    std::lock_guard lock(session_mu);
+    session.reset();
   }
 
   void Deadline(grpc::ClientContext* ctx) const {
@@ -270,26 +281,56 @@ struct Client::Impl {
     return mapping;
   }
 
-  Status OpenSession() {
+  // Opens a session stream; session_mu held.
+  Status OpenSessionLocked() {
+    session.reset();
+    auto s = std::make_unique<Session>();
     v1::OpenSessionRequest req;
     req.set_job_id(options.job_id);
     req.set_rank(options.rank);
     req.set_pid(getpid());
-    session_reader = stub->OpenSession(&session_ctx, req);
+    s->reader = stub->OpenSession(&s->ctx, req);
     v1::SessionEvent first;
-    if (!session_reader->Read(&first)) {
-      Status s = proto::FromGrpc(session_reader->Finish());
-      session_reader.reset();
-      return s.ok() ? Status::Unavailable("session closed by the daemon") : s;
+    if (!s->reader->Read(&first)) {
+      Status st = proto::FromGrpc(s->reader->Finish());
+      s->reader.reset();
+      return st.ok() ? Status::Unavailable("session closed by the daemon") : st;
     }
-    session_id = first.session_id();
-    session_thread = std::thread([this] {
+    s->id = first.session_id();
+    Session* raw = s.get();
+    s->thread = std::thread([raw] {
       v1::SessionEvent ev;
-      while (session_reader->Read(&ev)) {
+      while (raw->reader->Read(&ev)) {
       }
-      (void)session_reader->Finish();
+      (void)raw->reader->Finish();
+      raw->ended = true;
     });
+    session = std::move(s);
     return Status::Ok();
+  }
+
+  Status OpenSession() {
+    std::lock_guard lock(session_mu);
+    return OpenSessionLocked();
+  }
+
+  // The id to send with Begin and OpenRestore: the open session's, or a new
+  // one's if the stream broke (the daemon restarted); 0 (no session: the
+  // daemon's timeouts clean up) when sessions are off or none can be opened
+  // now, in which case the call itself reports the daemon's state.
+  // `stale`: the daemon said the current id is not open.
+  uint64_t SessionId(bool stale = false) {
+    if (!options.open_session) return 0;
+    std::lock_guard lock(session_mu);
+    if (session && !session->ended && !stale) return session->id;
+    if (!OpenSessionLocked().ok()) return 0;
+    return session->id;
+  }
+
+  static bool SessionUnknown(const Status& s) {
+    return s.code() == StatusCode::kNotFound &&
+           s.message().find("session") != std::string::npos &&
+           s.message().find("is not open") != std::string::npos;
   }
 
   void PipelineLoop() {
@@ -319,7 +360,7 @@ struct Client::Impl {
     begin.set_job_id(options.job_id);
     begin.set_rank(options.rank);
     begin.set_step(task.step);
-    begin.set_session_id(session_id);
+    begin.set_session_id(SessionId());
     bool any_device = false;
     for (const ItemView& item : items) {
       if (item.data == nullptr && item.nbytes > 0) {
@@ -341,9 +382,14 @@ struct Client::Impl {
           "snapshot has CUDA items, but no CUDA device is usable in this process");
     }
     v1::BeginSnapshotResponse reserved;
-    HOLDFAST_RETURN_IF_ERROR(Call(&v1::Snapshot::Stub::BeginSnapshot, begin, &reserved)
-                                 .WithContext("begin snapshot of step " +
-                                              std::to_string(task.step)));
+    Status began = Call(&v1::Snapshot::Stub::BeginSnapshot, begin, &reserved);
+    if (SessionUnknown(began)) {
+      // The daemon restarted since our session opened: open a new one, retry.
+      begin.set_session_id(SessionId(/*stale=*/true));
+      began = Call(&v1::Snapshot::Stub::BeginSnapshot, begin, &reserved);
+    }
+    HOLDFAST_RETURN_IF_ERROR(began.WithContext("begin snapshot of step " +
+                                               std::to_string(task.step)));
     auto abort = [&](Status s) {
       v1::AbortSnapshotRequest req;
       req.set_job_id(options.job_id);
@@ -419,10 +465,15 @@ struct Client::Impl {
     req.set_rank(options.rank);
     req.set_latest(!step.has_value());
     req.set_step(step.value_or(0));
-    req.set_session_id(session_id);
+    req.set_session_id(SessionId());
     for (const auto& n : names) req.add_names(n);
     v1::OpenRestoreResponse resp;
-    HOLDFAST_RETURN_IF_ERROR(Call(&v1::Snapshot::Stub::OpenRestore, req, &resp));
+    Status opened = Call(&v1::Snapshot::Stub::OpenRestore, req, &resp);
+    if (SessionUnknown(opened)) {
+      req.set_session_id(SessionId(/*stale=*/true));
+      opened = Call(&v1::Snapshot::Stub::OpenRestore, req, &resp);
+    }
+    HOLDFAST_RETURN_IF_ERROR(opened);
     return resp;
   }
 

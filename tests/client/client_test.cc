@@ -253,6 +253,27 @@ TEST_F(ClientTest, SaveFailsCleanlyWhenTheDaemonIsGone) {
   EXPECT_FALSE(c->LatestStep().ok());
 }
 
+// holdfastd restarts (an upgrade, or a crash and systemd's restart) under a
+// running trainer: the client opens a new session and goes on saving; the
+// committed versions come back.
+TEST_F(ClientTest, SavingGoesOnAcrossDaemonRestarts) {
+  auto rng = TestRng();
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  std::vector<State> states;
+  for (int i = 0; i < 3; ++i) states.emplace_back(rng);
+  ASSERT_TRUE(IsOk(c->Save(1, states[0].Items())));
+  for (bool hard : {false, true}) {
+    SCOPED_TRACE(hard ? "SIGKILL + restart" : "SIGTERM + restart");
+    ASSERT_TRUE(daemon_.Restart(hard));
+    const int64_t step = hard ? 3 : 2;
+    auto saved = c->SaveAsync(step, states[step - 1].Items()).WaitFor(Scaled(30s));
+    ASSERT_TRUE(IsOk(saved)) << saved.status().ToString();
+    EXPECT_TRUE(RestoresAs(*c, states[step - 1], std::nullopt, step));
+    EXPECT_TRUE(RestoresAs(*c, states[step - 2], step - 1, step - 1));
+  }
+}
+
 // Saves on one thread while other threads restore and list: a Client is
 // thread-safe.
 TEST_F(ClientTest, ConcurrentSaveAndRestore) {

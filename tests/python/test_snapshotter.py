@@ -157,6 +157,15 @@ class SnapshotterTest(unittest.TestCase):
                               _wait_error(snap.save(3, {"x": torch.ones(4)})),
                               holdfast.HoldfastError)
 
+    def test_saving_goes_on_across_a_daemon_restart(self) -> None:
+        snap = self.snapshotter()
+        snap.save(1, {"x": torch.ones(4)}).wait()
+        self.daemon.restart()
+        snap.save(2, {"x": torch.full((4,), 2.0)}).wait()
+        step, state = snap.load()
+        self.assertEqual(step, 2)
+        self.assertTrue(torch.equal(state["x"], torch.full((4,), 2.0)))
+
     def test_rank_and_world_from_torchrun_env(self) -> None:
         env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
         with mock.patch.dict(os.environ, env):
