@@ -395,6 +395,8 @@ class YamlReader {
   std::string file_;
 };
 
+}  // namespace
+
 Result<std::string> ReadSmallFile(const std::string& path) {
   auto errno_status = [&path](int err) {
     std::string msg = "config " + path + ": " + std::system_category().message(err);
@@ -432,8 +434,6 @@ Result<std::string> ReadSmallFile(const std::string& path) {
   if (!status.ok()) return status;
   return text;
 }
-
-}  // namespace
 
 Result<uint64_t> ParseByteSize(const std::string& text) {
   // Exact arithmetic: "1.5GiB" is 1610612736 bytes, not a double's guess.

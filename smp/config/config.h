@@ -31,6 +31,10 @@ struct DaemonConfig {
 // KiB, MiB, GiB, TiB; also K/M/G/T as binary). INVALID_ARGUMENT otherwise.
 Result<uint64_t> ParseByteSize(const std::string& text);
 
+// The text of a config-sized file (at most 1 MiB, a regular file); NOT_FOUND,
+// PERMISSION_DENIED or INVALID_ARGUMENT naming `path` otherwise.
+Result<std::string> ReadSmallFile(const std::string& path);
+
 // Reads `path` (YAML) over the defaults. Unknown keys are errors (a typo
 // must not silently fall back to a default). INVALID_ARGUMENT naming the key
 // and the line for a bad value; NOT_FOUND for a missing file.
