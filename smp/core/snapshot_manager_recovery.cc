@@ -6,11 +6,7 @@
 
 namespace holdfast::smp {
 
-using manager_internal::kPage;
-using manager_internal::kSegmentIdBlock;
 using manager_internal::MiB;
-using manager_internal::RanksToString;
-using manager_internal::UnixMicros;
 using manager_internal::VerifyItems;
 
 std::string RecoveryReport::ToString() const {

@@ -10,19 +10,11 @@
 #include <vector>
 
 #include "holdfast/ec/checksum.h"
+#include "holdfast/testing/random_bytes.h"
 #include "holdfast/testing/seed.h"
 
 namespace holdfast::client::internal {
 namespace {
-
-std::vector<uint8_t> RandomBytes(std::mt19937_64& rng, size_t n) {
-  std::vector<uint8_t> out(n);
-  for (size_t i = 0; i < n; i += 8) {
-    const uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, std::min<size_t>(8, n - i));
-  }
-  return out;
-}
 
 // Copies `sizes` with `engine` and checks bytes and checksums.
 void CheckCopy(CopyEngine& engine, const std::vector<size_t>& sizes, std::mt19937_64& rng) {
@@ -30,7 +22,7 @@ void CheckCopy(CopyEngine& engine, const std::vector<size_t>& sizes, std::mt1993
   std::vector<std::vector<uint8_t>> dsts;
   std::vector<CopyJob> jobs;
   for (size_t n : sizes) {
-    srcs.push_back(RandomBytes(rng, n));
+    srcs.push_back(testing::RandomBytes(rng, n));
     dsts.emplace_back(n, 0xA5);
   }
   for (size_t i = 0; i < sizes.size(); ++i) {
@@ -85,7 +77,7 @@ TEST_P(CopyEngineThreads, ChecksumOnlyJobs) {
   CopyEngine engine(GetParam());
   std::vector<std::vector<uint8_t>> bufs;
   for (size_t n : {size_t{0}, size_t{5}, CopyEngine::kSlice * 2 + 99, CopyEngine::kPiece}) {
-    bufs.push_back(RandomBytes(rng, n));
+    bufs.push_back(testing::RandomBytes(rng, n));
   }
   const std::vector<std::vector<uint8_t>> before = bufs;
   std::vector<CopyJob> jobs;

@@ -1,8 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 
+#include "holdfast/testing/random_bytes.h"
 #include "holdfast/testing/seed.h"
 #include "holdfast/testing/status_matchers.h"
 
@@ -58,6 +61,15 @@ uint64_t SuiteSeed() {
   if (status.code() == code) return ::testing::AssertionSuccess() << status.ToString();
   return ::testing::AssertionFailure()
          << "expected " << StatusCodeName(code) << ", got " << status.ToString();
+}
+
+std::vector<uint8_t> RandomBytes(std::mt19937_64& rng, size_t n) {
+  std::vector<uint8_t> out(n);
+  for (size_t i = 0; i < n; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(out.data() + i, &v, std::min<size_t>(8, n - i));
+  }
+  return out;
 }
 
 }  // namespace holdfast::testing

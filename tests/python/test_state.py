@@ -384,7 +384,8 @@ class MapLocationTest(StateAssertions):
                 self.assertBitEqual(restored, self.original)
         self.assertEqual(calls, ["cuda:0"])
 
-    @unittest.skipIf(torch.cuda.is_available(), "needs a process without CUDA")
+    @unittest.skipIf(torch.cuda.is_available(),
+                     "checks the error raised when CUDA is absent; this process has CUDA")
     def test_saved_on_cuda_without_cuda(self):
         skeleton = fabricate_device(self.skeleton, "cuda:0")
         for map_location in (None, {"cuda:1": "cpu"}, "cuda:0"):

@@ -567,15 +567,6 @@ MappedSegment::~MappedSegment() {
   if (data_ != nullptr) munmap(data_, bytes_);
 }
 
-std::vector<uint8_t> RandomBytes(std::mt19937_64& rng, size_t n) {
-  std::vector<uint8_t> out(n);
-  for (size_t i = 0; i < n; i += 8) {
-    const uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, std::min<size_t>(8, n - i));
-  }
-  return out;
-}
-
 std::optional<Memory> GetMemory(RawClient& client) {
   v1::GetStatusResponse status;
   if (grpc::Status s = client.GetStatus(&status); !s.ok()) {

@@ -38,6 +38,7 @@
 #include <string_view>
 #include <vector>
 
+#include "holdfast/testing/random_bytes.h"
 #include "holdfast/v1/snapshot.grpc.pb.h"
 
 namespace holdfast::testing {
@@ -253,9 +254,6 @@ class MappedSegment {
   uint8_t* data_ = nullptr;
   uint64_t bytes_ = 0;
 };
-
-// Random bytes from `rng`.
-std::vector<uint8_t> RandomBytes(std::mt19937_64& rng, size_t n);
 
 // The memory accounting of a daemon, from GetStatus.
 struct Memory {
