@@ -123,7 +123,9 @@ inline Status CheckJobId(std::string_view job_id, std::string_view where) {
 
 // INVALID_ARGUMENT, naming the first bad field, when `batch` holds a job id
 // with a NUL byte, a negative rank (ranks are stored unsigned, so a negative
-// one would not sort) or a record with a string that is not valid UTF-8.
+// one would not sort), a protection with a negative position, k or m, or a
+// record with a string that is not valid UTF-8 (at any depth: the group
+// manifest's rank parts included).
 inline Status ValidateBatch(const CatalogBatch& batch) {
   const auto at = [](std::string_view field, size_t i) {
     return std::string(field) + "[" + std::to_string(i) + "]";
@@ -145,8 +147,25 @@ inline Status ValidateBatch(const CatalogBatch& batch) {
     HOLDFAST_RETURN_IF_ERROR(CheckJobId(batch.put_versions[i].job_id(), at("put_versions", i)));
     HOLDFAST_RETURN_IF_ERROR(CheckUtf8(batch.put_versions[i], at("put_versions", i)));
   }
+  for (size_t i = 0; i < batch.put_protections.size(); ++i) {
+    const v1::ProtectionRecord& p = batch.put_protections[i];
+    HOLDFAST_RETURN_IF_ERROR(CheckJobId(p.job_id(), at("put_protections", i)));
+    const auto not_negative = [&](std::string_view field, int32_t value) {
+      if (value >= 0) return Status::Ok();
+      return Status::InvalidArgument(at("put_protections", i) + ": negative " + std::string(field) +
+                                     " " + std::to_string(value));
+    };
+    HOLDFAST_RETURN_IF_ERROR(not_negative("position", p.position()));
+    HOLDFAST_RETURN_IF_ERROR(not_negative("k", p.k()));
+    HOLDFAST_RETURN_IF_ERROR(not_negative("m", p.m()));
+    HOLDFAST_RETURN_IF_ERROR(CheckUtf8(p, at("put_protections", i)));
+  }
   for (size_t i = 0; i < batch.delete_versions.size(); ++i) {
     HOLDFAST_RETURN_IF_ERROR(CheckJobId(batch.delete_versions[i].job_id, at("delete_versions", i)));
+  }
+  for (size_t i = 0; i < batch.delete_protections.size(); ++i) {
+    HOLDFAST_RETURN_IF_ERROR(
+        CheckJobId(batch.delete_protections[i].job_id, at("delete_protections", i)));
   }
   for (size_t i = 0; i < batch.delete_jobs.size(); ++i) {
     HOLDFAST_RETURN_IF_ERROR(CheckJobId(batch.delete_jobs[i], at("delete_jobs", i)));

@@ -6,6 +6,14 @@
 // change is a CatalogBatch applied as ONE atomic write: after a crash, either
 // all of a batch is visible or none of it.
 //
+// Per job: a JobRecord; per step, the rank manifests and VersionRecord of
+// what this node's ranks committed; and per step, once its EC group
+// protected the version (docs/cluster.md), a ProtectionRecord: the group
+// manifest and this member's parity segment. Protection records are
+// independent of versions: a protected version may be retired locally while
+// its protection stays, and a member without ranks of the job has only
+// protection records.
+//
 // Durability: a batch survives a crash of the daemon process once Apply
 // returns (the write is in the database's log). It need not survive the loss
 // of the machine: the shared memory the catalog describes would not either.
@@ -30,27 +38,35 @@ struct VersionKey {
   friend bool operator==(const VersionKey&, const VersionKey&) = default;
 };
 
-// One atomic change. Applied in this order: jobs, manifests, versions, then
-// deletions (so a batch may add and delete in one write).
+// One atomic change. Applied in this order: jobs, manifests, versions,
+// protections, then deletions (delete_versions, delete_protections,
+// delete_jobs), so a batch may add and delete in one write.
 struct CatalogBatch {
   std::vector<v1::JobRecord> put_jobs;
   std::vector<v1::RankManifestRecord> put_manifests;
   std::vector<v1::VersionRecord> put_versions;
-  // Removes the version record AND every rank manifest of the version.
+  std::vector<v1::ProtectionRecord> put_protections;
+  // Removes the version record AND every rank manifest of the version, not
+  // its protection record.
   std::vector<VersionKey> delete_versions;
-  std::vector<std::string> delete_jobs;  // and everything under them
+  // Removes the protection record of (job, step) only.
+  std::vector<VersionKey> delete_protections;
+  std::vector<std::string> delete_jobs;  // and everything under them, protections included
   bool empty() const {
     return put_jobs.empty() && put_manifests.empty() && put_versions.empty() &&
-           delete_versions.empty() && delete_jobs.empty();
+           put_protections.empty() && delete_versions.empty() && delete_protections.empty() &&
+           delete_jobs.empty();
   }
 };
 
 // Everything in the catalog, as loaded at start-up. Manifests without a
-// version record belong to versions that never completed (torn).
+// version record belong to versions that never completed (torn). A
+// protection record needs no version record (see above).
 struct CatalogContents {
   std::vector<v1::JobRecord> jobs;
   std::vector<v1::RankManifestRecord> manifests;  // sorted by (job, step, rank)
   std::vector<v1::VersionRecord> versions;        // sorted by (job, step)
+  std::vector<v1::ProtectionRecord> protections;  // sorted by (job, step)
   uint64_t next_segment_id = 1;
 };
 

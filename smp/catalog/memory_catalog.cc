@@ -37,13 +37,14 @@ void EraseClosedRange(Map& map, const typename Map::key_type& lo,
 // same order as the RocksDB key space (job bytes, then step, then rank).
 struct MemoryCatalog::State {
   mutable std::mutex mu;
-  std::map<std::string, v1::JobRecord> jobs;                // guarded by mu
-  std::map<ManifestKey, v1::RankManifestRecord> manifests;  // guarded by mu
-  std::map<VersionMapKey, v1::VersionRecord> versions;      // guarded by mu
-  uint64_t next_segment_id = 1;                             // guarded by mu
-  int failures_left = 0;                                    // guarded by mu
-  Status failure;                                           // guarded by mu
-  int applies = 0;                                          // guarded by mu
+  std::map<std::string, v1::JobRecord> jobs;                  // guarded by mu
+  std::map<ManifestKey, v1::RankManifestRecord> manifests;    // guarded by mu
+  std::map<VersionMapKey, v1::VersionRecord> versions;        // guarded by mu
+  std::map<VersionMapKey, v1::ProtectionRecord> protections;  // guarded by mu
+  uint64_t next_segment_id = 1;                               // guarded by mu
+  int failures_left = 0;                                      // guarded by mu
+  Status failure;                                             // guarded by mu
+  int applies = 0;                                            // guarded by mu
 };
 
 MemoryCatalog::MemoryCatalog() : state_(std::make_unique<State>()) {}
@@ -58,6 +59,8 @@ Result<CatalogContents> MemoryCatalog::Load() {
   for (const auto& [key, manifest] : state_->manifests) out.manifests.push_back(manifest);
   out.versions.reserve(state_->versions.size());
   for (const auto& [key, version] : state_->versions) out.versions.push_back(version);
+  out.protections.reserve(state_->protections.size());
+  for (const auto& [key, protection] : state_->protections) out.protections.push_back(protection);
   out.next_segment_id = state_->next_segment_id;
   return out;
 }
@@ -80,16 +83,24 @@ Status MemoryCatalog::Apply(const CatalogBatch& batch) {
   for (const v1::VersionRecord& v : batch.put_versions) {
     state_->versions[VersionMapKey(v.job_id(), v.step())] = v;
   }
+  for (const v1::ProtectionRecord& p : batch.put_protections) {
+    state_->protections[VersionMapKey(p.job_id(), p.step())] = p;
+  }
   for (const VersionKey& v : batch.delete_versions) {
     state_->versions.erase(VersionMapKey(v.job_id, v.step));
     EraseClosedRange(state_->manifests, ManifestKey(v.job_id, v.step, kMinRank),
                      ManifestKey(v.job_id, v.step, kMaxRank));
+  }
+  for (const VersionKey& p : batch.delete_protections) {
+    state_->protections.erase(VersionMapKey(p.job_id, p.step));
   }
   for (const std::string& job_id : batch.delete_jobs) {
     state_->jobs.erase(job_id);
     EraseClosedRange(state_->manifests, ManifestKey(job_id, kMinStep, kMinRank),
                      ManifestKey(job_id, kMaxStep, kMaxRank));
     EraseClosedRange(state_->versions, VersionMapKey(job_id, kMinStep),
+                     VersionMapKey(job_id, kMaxStep));
+    EraseClosedRange(state_->protections, VersionMapKey(job_id, kMinStep),
                      VersionMapKey(job_id, kMaxStep));
   }
   ++state_->applies;

@@ -25,6 +25,7 @@ using catalog_internal::Printable;
 constexpr std::string_view kJobPrefix = "j/";
 constexpr std::string_view kManifestPrefix = "m/";
 constexpr std::string_view kVersionPrefix = "v/";
+constexpr std::string_view kProtectionPrefix = "p/";
 constexpr std::string_view kNextSegmentKey = "s/next";
 constexpr uint64_t kStepBias = uint64_t{1} << 63;
 
@@ -82,6 +83,10 @@ std::string VersionKeyOf(std::string_view job_id, int64_t step) {
   return StepScope(kVersionPrefix, job_id, step);
 }
 
+std::string ProtectionKeyOf(std::string_view job_id, int64_t step) {
+  return StepScope(kProtectionPrefix, job_id, step);
+}
+
 std::string_view View(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
 
 // ---- errors ---------------------------------------------------------------
@@ -112,7 +117,7 @@ Status BadKey(std::string_view key, std::string_view why) {
 
 // ---- key parsing (Load) ---------------------------------------------------
 
-// A "m/" or "v/" key split into its parts. `tail` is what follows the step.
+// A "m/", "v/" or "p/" key split into its parts. `tail` is what follows the step.
 struct ScopedKey {
   std::string_view job_id;
   int64_t step = 0;
@@ -177,6 +182,18 @@ Status AddEntry(std::string_view key, std::string_view value, CatalogContents* o
                              std::to_string(version.step()));
     }
     out->versions.push_back(std::move(version));
+    return Status::Ok();
+  }
+  if (key.starts_with(kProtectionPrefix)) {
+    ScopedKey parts;
+    if (!SplitScopedKey(key, 0, &parts)) return BadKey(key, "malformed protection key");
+    v1::ProtectionRecord protection;
+    HOLDFAST_RETURN_IF_ERROR(ParseRecord(key, value, &protection));
+    if (protection.job_id() != parts.job_id || protection.step() != parts.step) {
+      return BadKey(key, "record is for job \"" + Printable(protection.job_id()) + "\" step " +
+                             std::to_string(protection.step()));
+    }
+    out->protections.push_back(std::move(protection));
     return Status::Ok();
   }
   if (key == kNextSegmentKey) {
@@ -247,6 +264,9 @@ class RocksDbCatalog final : public Catalog {
     for (const v1::VersionRecord& v : batch.put_versions) {
       HOLDFAST_RETURN_IF_ERROR(put(VersionKeyOf(v.job_id(), v.step()), v));
     }
+    for (const v1::ProtectionRecord& p : batch.put_protections) {
+      HOLDFAST_RETURN_IF_ERROR(put(ProtectionKeyOf(p.job_id(), p.step()), p));
+    }
 
     // Under write_mu_, so that no other write slips in between the scan for
     // keys to delete and the write.
@@ -276,7 +296,10 @@ class RocksDbCatalog final : public Catalog {
   // Caller holds write_mu_.
   Status AddDeletions(const CatalogBatch& batch, const std::set<std::string, std::less<>>& put_keys,
                       rocksdb::WriteBatch* wb) {
-    if (batch.delete_versions.empty() && batch.delete_jobs.empty()) return Status::Ok();
+    if (batch.delete_versions.empty() && batch.delete_protections.empty() &&
+        batch.delete_jobs.empty()) {
+      return Status::Ok();
+    }
     const auto del = [&](const rocksdb::Slice& key) {
       return FromRocksDb(wb->Delete(key), "building catalog batch");
     };
@@ -296,10 +319,14 @@ class RocksDbCatalog final : public Catalog {
       HOLDFAST_RETURN_IF_ERROR(del(VersionKeyOf(v.job_id, v.step)));
       HOLDFAST_RETURN_IF_ERROR(delete_scope(StepScope(kManifestPrefix, v.job_id, v.step)));
     }
+    for (const VersionKey& p : batch.delete_protections) {
+      HOLDFAST_RETURN_IF_ERROR(del(ProtectionKeyOf(p.job_id, p.step)));
+    }
     for (const std::string& job_id : batch.delete_jobs) {
       HOLDFAST_RETURN_IF_ERROR(del(JobKey(job_id)));
       HOLDFAST_RETURN_IF_ERROR(delete_scope(JobScope(kManifestPrefix, job_id)));
       HOLDFAST_RETURN_IF_ERROR(delete_scope(JobScope(kVersionPrefix, job_id)));
+      HOLDFAST_RETURN_IF_ERROR(delete_scope(JobScope(kProtectionPrefix, job_id)));
     }
     return Status::Ok();
   }

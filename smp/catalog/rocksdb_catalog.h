@@ -4,6 +4,7 @@
 //   "j/" job_id                           -> v1::JobRecord
 //   "m/" job_id "\0" step(8) rank(4)      -> v1::RankManifestRecord
 //   "v/" job_id "\0" step(8)              -> v1::VersionRecord
+//   "p/" job_id "\0" step(8)              -> v1::ProtectionRecord
 //   "s/next"                              -> next segment id, 8 bytes
 // Steps are offset by 2^63 so negative values sort first (steps are >= 0 in
 // practice). Writes use the WAL without fsync: see catalog.h on durability.

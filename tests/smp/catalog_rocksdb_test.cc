@@ -77,13 +77,16 @@ int WaitChild(pid_t pid) {
 // parent that checks what survived.
 //
 // Batch n (n = 0, 1, ...) rewrites job "train" with world_size n + 1, adds
-// version n with kLoopRanks manifests, and drops version n - kLoopKeep. So the
-// whole catalog is a function of how many batches were applied, and a torn
-// batch shows as a mismatch. Manifests carry enough items (~15 KB a batch)
-// that a batch spans RocksDB's 32 KiB log blocks.
+// version n with kLoopRanks manifests and its protection, drops version
+// n - kLoopKeep and the protection of n - kLoopKeepProtected (protections
+// outlive versions, as a member's may). So the whole catalog is a function of
+// how many batches were applied, and a torn batch shows as a mismatch.
+// Manifests carry enough items (~15 KB a batch) that a batch spans RocksDB's
+// 32 KiB log blocks.
 constexpr char kLoopJob[] = "train";
 constexpr int kLoopRanks = 8;
 constexpr int64_t kLoopKeep = 4;
+constexpr int64_t kLoopKeepProtected = 6;
 constexpr int kLoopItems = 40;
 
 CatalogBatch LoopBatch(int64_t n, uint64_t first_segment_id) {
@@ -95,7 +98,9 @@ CatalogBatch LoopBatch(int64_t n, uint64_t first_segment_id) {
     b.put_manifests.push_back(std::move(m));
   }
   b.put_versions.push_back(Version(kLoopJob, n));
+  b.put_protections.push_back(Protection(kLoopJob, n));
   if (n >= kLoopKeep) b.delete_versions.push_back({kLoopJob, n - kLoopKeep});
+  if (n >= kLoopKeepProtected) b.delete_protections.push_back({kLoopJob, n - kLoopKeepProtected});
   return b;
 }
 
@@ -191,8 +196,11 @@ TEST_F(CatalogRocksDbTest, ContentsSurviveReopen) {
   b.put_jobs = {Job("a"), Job("b")};
   b.put_manifests = {Manifest("a", 1, 0, 7), Manifest("a", 1, 1), Manifest("b", 0, 0)};
   b.put_versions = {Version("a", 1)};
+  b.put_protections = {Protection("a", 1), Protection("a", 0), Protection("b", 0),
+                       Protection("c", 9)};
   CatalogBatch del;
   del.delete_jobs = {"b"};
+  del.delete_protections = {{"a", 0}};
   std::string before;
   {
     auto catalog = MustOpen();
@@ -207,6 +215,7 @@ TEST_F(CatalogRocksDbTest, ContentsSurviveReopen) {
   CatalogContents expected = Expected({b, del});
   expected.next_segment_id = 4;
   EXPECT_EQ(before, Dump(expected));
+  ASSERT_EQ(expected.protections.size(), 2u);  // a/1 and c/9
   auto catalog = MustOpen();
   ASSERT_NE(catalog, nullptr);
   auto loaded = catalog->Load();
@@ -222,6 +231,7 @@ TEST_F(CatalogRocksDbTest, KeyLayoutIsAsDocumented) {
     b.put_jobs = {Job("jb")};
     b.put_manifests = {Manifest("jb", 0x0102, 0x0304)};
     b.put_versions = {Version("jb", -2)};
+    b.put_protections = {Protection("jb", 0x0506)};
     ASSERT_TRUE(IsOk(catalog->Apply(b)));
     ASSERT_TRUE(IsOk(catalog->AllocateSegmentIds(0x41)));
   }
@@ -232,11 +242,12 @@ TEST_F(CatalogRocksDbTest, KeyLayoutIsAsDocumented) {
   EXPECT_EQ(keys, (std::vector<std::string>{
                       "j/jb"s,
                       "m/jb\0\x80\0\0\0\0\0\x01\x02\0\0\x03\x04"s,
+                      "p/jb\0\x80\0\0\0\0\0\x05\x06"s,
                       "s/next"s,
                       "v/jb\0\x7f\xff\xff\xff\xff\xff\xff\xfe"s,
                   }));
-  ASSERT_EQ(scan.size(), 4u);
-  EXPECT_EQ(scan[2].second, "\0\0\0\0\0\0\0\x42"s);
+  ASSERT_EQ(scan.size(), 5u);
+  EXPECT_EQ(scan[3].second, "\0\0\0\0\0\0\0\x42"s);
 }
 
 TEST_F(CatalogRocksDbTest, SegmentIdsNeverRepeatAcrossReopen) {
@@ -281,28 +292,39 @@ TEST_F(CatalogRocksDbTest, SecondOpenFromAnotherProcessIsUnavailable) {
 }
 
 TEST_F(CatalogRocksDbTest, UnparsableValueIsDataLossNamingTheKey) {
-  { ASSERT_NE(MustOpen(), nullptr); }
   using namespace std::string_literals;
-  // Field 1, length-delimited, claiming 127 bytes that are not there.
-  RawPut("m/broken-job\0\x80\0\0\0\0\0\0\x05\0\0\0\x01"s, "\x0a\x7f garbage"s);
-  auto catalog = MustOpen();
-  ASSERT_NE(catalog, nullptr);
-  auto loaded = catalog->Load();
-  EXPECT_TRUE(HasCode(loaded, StatusCode::kDataLoss));
-  EXPECT_NE(loaded.status().message().find("m/broken-job"), std::string::npos)
-      << loaded.status().message();
+  const std::pair<std::string, std::string> cases[] = {
+      {"m/broken-job\0\x80\0\0\0\0\0\0\x05\0\0\0\x01"s, "m/broken-job"},
+      {"p/broken-job\0\x80\0\0\0\0\0\0\x05"s, "p/broken-job"},
+  };
+  for (const auto& [key, printed] : cases) {
+    SCOPED_TRACE(printed);
+    std::filesystem::remove_all(db_path());
+    { ASSERT_NE(MustOpen(), nullptr); }
+    // Field 1, length-delimited, claiming 127 bytes that are not there.
+    RawPut(key, "\x0a\x7f garbage"s);
+    auto catalog = MustOpen();
+    ASSERT_NE(catalog, nullptr);
+    auto loaded = catalog->Load();
+    EXPECT_TRUE(HasCode(loaded, StatusCode::kDataLoss));
+    EXPECT_NE(loaded.status().message().find(printed), std::string::npos)
+        << loaded.status().message();
+  }
 }
 
 TEST_F(CatalogRocksDbTest, MalformedKeysAreDataLoss) {
   using namespace std::string_literals;
   const std::string valid_version = Version("a", 1).SerializeAsString();
+  const std::string valid_protection = Protection("a", 1).SerializeAsString();
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"m/no-nul-here"s, Manifest("a", 1, 0).SerializeAsString()},
       {"m/a\0\x80\0\0\0\0\0\0\x01\0\0"s, Manifest("a", 1, 0).SerializeAsString()},  // short
       {"v/a\0\x80\0\0\0\0\0\0\x01\x00"s, valid_version},                            // long
+      {"p/a\0\x80\0\0\0\0\0\x01"s, valid_protection},                               // short
       {"x/unknown"s, "whatever"},
       // Parsable, but the record is not the one its key names.
       {"v/a\0\x80\0\0\0\0\0\0\x02"s, valid_version},
+      {"p/b\0\x80\0\0\0\0\0\0\x01"s, valid_protection},
       {"j/b"s, Job("a").SerializeAsString()},
   };
   for (const auto& [key, value] : cases) {
@@ -399,6 +421,9 @@ TEST_F(CatalogRocksDbTest, SigkillMidApplyLeavesWholeBatches) {
       for (int r = 0; r < kLoopRanks; ++r) {
         want.manifests.push_back(Manifest(kLoopJob, step, r, kLoopItems));
       }
+    }
+    for (int64_t step = std::max<int64_t>(0, n - kLoopKeepProtected); step < n; ++step) {
+      want.protections.push_back(Protection(kLoopJob, step));
     }
     CatalogContents got = c;
     for (size_t i = 0; i < got.manifests.size(); ++i) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -86,6 +87,7 @@ TYPED_TEST(CatalogTest, StartsEmpty) {
   EXPECT_TRUE(c.jobs.empty());
   EXPECT_TRUE(c.manifests.empty());
   EXPECT_TRUE(c.versions.empty());
+  EXPECT_TRUE(c.protections.empty());
   EXPECT_EQ(c.next_segment_id, 1u);
 }
 
@@ -95,6 +97,10 @@ TYPED_TEST(CatalogTest, ApplyLoadRoundTrip) {
   b.put_manifests = {Manifest("llama-70b", 100, 0, 5), Manifest("llama-70b", 100, 1, 0),
                      Manifest("gpt", 7, 3, 1)};
   b.put_versions = {Version("llama-70b", 100)};
+  // A protection with and without a version record, and one of a job this
+  // node has no record of (a member without ranks of it).
+  b.put_protections = {Protection("llama-70b", 100), Protection("llama-70b", 90, 1),
+                       Protection("elsewhere", 3, 6)};
   this->MustApply(b);
   this->ExpectContentsMatchApplied();
 
@@ -104,12 +110,21 @@ TYPED_TEST(CatalogTest, ApplyLoadRoundTrip) {
   changed.set_segment_name("replaced");
   again.put_manifests = {changed};
   again.put_jobs = {Job("gpt", 4)};
+  v1::ProtectionRecord reprotected = Protection("llama-70b", 100, 2);
+  reprotected.set_round_id(77);
+  reprotected.mutable_members(1)->mutable_ranks(0)->set_segment_name("moved");
+  again.put_protections = {reprotected};
   this->MustApply(again);
   this->ExpectContentsMatchApplied();
   const CatalogContents c = this->MustLoad();
   ASSERT_EQ(c.manifests.size(), 3u);
   EXPECT_EQ(c.manifests[2].rank(), 1);
   EXPECT_EQ(c.manifests[2].segment_name(), "replaced");
+  ASSERT_EQ(c.protections.size(), 3u);
+  EXPECT_EQ(c.protections[2].round_id(), 77u);
+  ASSERT_EQ(c.protections[2].members_size(), 2);
+  EXPECT_EQ(c.protections[2].members(1).ranks(0).segment_name(), "moved");
+  EXPECT_EQ(c.protections[2].chunk_crcs_size(), 4);
 }
 
 TYPED_TEST(CatalogTest, EmptyBatchChangesNothing) {
@@ -129,6 +144,7 @@ TYPED_TEST(CatalogTest, LoadSortsByJobThenStepThenRank) {
   for (const auto& job : jobs) {
     for (int64_t step : steps) {
       parts[rng() % parts.size()].put_versions.push_back(Version(job, step));
+      parts[rng() % parts.size()].put_protections.push_back(Protection(job, step, 1));
       for (int32_t rank : ranks) {
         parts[rng() % parts.size()].put_manifests.push_back(Manifest(job, step, rank));
       }
@@ -137,6 +153,7 @@ TYPED_TEST(CatalogTest, LoadSortsByJobThenStepThenRank) {
   for (auto& part : parts) {
     std::shuffle(part.put_manifests.begin(), part.put_manifests.end(), rng);
     std::shuffle(part.put_versions.begin(), part.put_versions.end(), rng);
+    std::shuffle(part.put_protections.begin(), part.put_protections.end(), rng);
     this->MustApply(part);
   }
   const CatalogContents c = this->MustLoad();
@@ -153,6 +170,7 @@ TYPED_TEST(CatalogTest, LoadSortsByJobThenStepThenRank) {
   ASSERT_EQ(want_manifests.front(), ManifestId("a", -1, 0));  // the yardstick sorts unsigned
   EXPECT_EQ(ManifestIds(c), want_manifests);
   EXPECT_EQ(VersionIds(c), want_versions);
+  EXPECT_EQ(ProtectionIds(c), want_versions);
   this->ExpectContentsMatchApplied();
 }
 
@@ -161,6 +179,7 @@ TYPED_TEST(CatalogTest, DeleteVersionRemovesOnlyThatVersion) {
   for (const std::string job : {"a", "ab"}) {
     for (int64_t step : {int64_t{1}, int64_t{10}, int64_t{256}, (int64_t{1} << 40) + 1}) {
       b.put_versions.push_back(Version(job, step));
+      b.put_protections.push_back(Protection(job, step));
       for (int32_t rank : {0, 1, 2}) b.put_manifests.push_back(Manifest(job, step, rank));
     }
   }
@@ -176,6 +195,8 @@ TYPED_TEST(CatalogTest, DeleteVersionRemovesOnlyThatVersion) {
   }
   EXPECT_EQ(c.manifests.size(), 7u * 3u);  // a/10, a/256, a/2^40+1 and ab/* untouched
   EXPECT_EQ(c.versions.size(), 7u);
+  // Protections are independent of versions: a/1 stays protected.
+  EXPECT_EQ(c.protections.size(), 8u);
   this->ExpectContentsMatchApplied();
 
   // Deleting a version that is not there is not an error.
@@ -198,27 +219,70 @@ TYPED_TEST(CatalogTest, DeleteVersionRemovesTornManifests) {
   this->ExpectContentsMatchApplied();
 }
 
+TYPED_TEST(CatalogTest, DeleteProtectionRemovesOnlyThatProtection) {
+  CatalogBatch b;
+  b.put_jobs = {Job("a"), Job("ab")};
+  const std::string jobs[] = {"a", "ab", std::string("a\x01")};
+  for (const std::string& job : jobs) {
+    for (int64_t step : {int64_t{1}, int64_t{2}, int64_t{257}}) {
+      b.put_versions.push_back(Version(job, step));
+      b.put_manifests.push_back(Manifest(job, step, 0));
+      b.put_protections.push_back(Protection(job, step));
+    }
+  }
+  this->MustApply(b);
+
+  CatalogBatch del;
+  del.delete_protections = {{"a", 1}, {"a", 257}};
+  this->MustApply(del);
+  const CatalogContents c = this->MustLoad();
+  const std::vector<VersionId> want = {{"a", 2},
+                                       {std::string("a\x01"), 1},
+                                       {std::string("a\x01"), 2},
+                                       {std::string("a\x01"), 257},
+                                       {"ab", 1},
+                                       {"ab", 2},
+                                       {"ab", 257}};
+  EXPECT_EQ(ProtectionIds(c), want);
+  // The versions, their manifests and the jobs stay.
+  EXPECT_EQ(c.versions.size(), 9u);
+  EXPECT_EQ(c.manifests.size(), 9u);
+  EXPECT_EQ(JobIds(c), (std::set<std::string>{"a", "ab"}));
+  this->ExpectContentsMatchApplied();
+
+  // Deleting a protection that is not there is not an error.
+  CatalogBatch missing;
+  missing.delete_protections = {{"a", 1}, {"zz", 5}, {"a", 3}};
+  this->MustApply(missing);
+  this->ExpectContentsMatchApplied();
+}
+
 TYPED_TEST(CatalogTest, DeletionsCoverPutsOfTheSameBatch) {
   CatalogBatch first;
   first.put_manifests = {Manifest("a", 3, 5)};
   first.put_jobs = {Job("gone")};
   first.put_versions = {Version("gone", 1)};
+  first.put_protections = {Protection("gone", 1), Protection("a", 5)};
   this->MustApply(first);
 
   // Puts are applied before deletions, so this batch leaves nothing of a/3
-  // and nothing of job "gone", whether written earlier or now.
+  // but its protection (delete_versions leaves protections), no protection
+  // of a/4 or a/5, and nothing of job "gone", whether written earlier or now.
   CatalogBatch b;
   b.put_manifests = {Manifest("a", 3, 0), Manifest("a", 3, 1), Manifest("a", 4, 0),
                      Manifest("gone", 2, 0)};
   b.put_versions = {Version("a", 3), Version("gone", 2)};
   b.put_jobs = {Job("gone"), Job("a")};
+  b.put_protections = {Protection("a", 3), Protection("a", 4), Protection("gone", 2)};
   b.delete_versions = {{"a", 3}};
+  b.delete_protections = {{"a", 4}, {"a", 5}};
   b.delete_jobs = {"gone"};
   this->MustApply(b);
   const CatalogContents c = this->MustLoad();
   EXPECT_EQ(JobIds(c), std::set<std::string>{"a"});
   EXPECT_EQ(ManifestIds(c), (std::vector<ManifestId>{{"a", 4, 0}}));
   EXPECT_TRUE(c.versions.empty());
+  EXPECT_EQ(ProtectionIds(c), (std::vector<VersionId>{{"a", 3}}));
   this->ExpectContentsMatchApplied();
 }
 
@@ -230,18 +294,27 @@ TYPED_TEST(CatalogTest, DeleteJobRemovesOnlyThatJob) {
     for (int64_t step : {0, 1}) {
       b.put_versions.push_back(Version(job, step));
       b.put_manifests.push_back(Manifest(job, step, 0));
+      b.put_protections.push_back(Protection(job, step));
     }
   }
+  // A job this node holds only protections of: no job record, no versions.
+  b.put_protections.push_back(Protection("only-protected", 4));
+  b.put_protections.push_back(Protection("only-protected", 5));
   this->MustApply(b);
   CatalogBatch del;
-  del.delete_jobs = {"a", "never-existed"};
+  del.delete_jobs = {"a", "never-existed", "only-protected"};
   this->MustApply(del);
   const CatalogContents c = this->MustLoad();
   EXPECT_EQ(JobIds(c), (std::set<std::string>{"ab", std::string("a\x01"), "b"}));
   EXPECT_EQ(c.manifests.size(), 6u);
   EXPECT_EQ(c.versions.size(), 6u);
+  EXPECT_EQ(c.protections.size(), 6u);
   for (const auto& m : c.manifests) EXPECT_NE(m.job_id(), "a");
   for (const auto& v : c.versions) EXPECT_NE(v.job_id(), "a");
+  for (const auto& p : c.protections) {
+    EXPECT_NE(p.job_id(), "a");
+    EXPECT_NE(p.job_id(), "only-protected");
+  }
   this->ExpectContentsMatchApplied();
 }
 
@@ -252,11 +325,12 @@ TYPED_TEST(CatalogTest, RejectsJobIdsWithNul) {
   this->MustApply(base);
 
   const std::string bad("x\0y", 3);
-  std::vector<CatalogBatch> batches(5);
+  std::vector<CatalogBatch> batches(7);
   for (auto& b : batches) {
     // Valid records first: none of them may land.
     b.put_jobs = {Job("new")};
     b.put_manifests = {Manifest("new", 1, 0)};
+    b.put_protections = {Protection("new", 1)};
     b.delete_jobs = {"a"};
   }
   batches[0].put_jobs.push_back(Job(bad));
@@ -264,6 +338,8 @@ TYPED_TEST(CatalogTest, RejectsJobIdsWithNul) {
   batches[2].put_versions.push_back(Version(bad, 1));
   batches[3].delete_versions.push_back({bad, 1});
   batches[4].delete_jobs.push_back(bad);
+  batches[5].put_protections.push_back(Protection(bad, 1));
+  batches[6].delete_protections.push_back({bad, 1});
   for (size_t i = 0; i < batches.size(); ++i) {
     const Status s = this->catalog_->Apply(batches[i]);
     EXPECT_TRUE(HasCode(s, StatusCode::kInvalidArgument)) << "batch " << i;
@@ -274,18 +350,38 @@ TYPED_TEST(CatalogTest, RejectsJobIdsWithNul) {
 
 TYPED_TEST(CatalogTest, RejectsStringsThatAreNotUtf8) {
   // Protobuf would write these and then refuse to parse them back.
-  std::vector<CatalogBatch> batches(4);
+  std::vector<CatalogBatch> batches(8);
   batches[0].put_jobs = {Job("bad\xff")};
   batches[1].put_manifests = {Manifest("a", 1, 0)};
   batches[1].put_manifests[0].set_segment_name("\xc0\x80");  // overlong NUL
   batches[2].put_manifests = {Manifest("a", 1, 0, 3)};
   batches[2].put_manifests[0].mutable_items(2)->mutable_spec()->set_name("\xed\xa0\x80");
   batches[3].put_versions = {Version("caf\xe9", 1)};  // Latin-1
+  batches[4].put_protections = {Protection("caf\xe9", 1)};
+  batches[5].put_protections = {Protection("a", 1)};
+  batches[5].put_protections[0].set_parity_segment("\xf4\x90\x80\x80");  // above U+10FFFF
+  batches[6].put_protections = {Protection("a", 1)};
+  batches[6].put_protections[0].mutable_members(2)->set_node_id("\xff");
+  // Deep in the group manifest: a member's rank part's item name.
+  batches[7].put_protections = {Protection("a", 1), Protection("a", 2)};
+  batches[7]
+      .put_protections[1]
+      .mutable_members(1)
+      ->mutable_ranks(1)
+      ->mutable_items(0)
+      ->mutable_spec()
+      ->set_name("\xed\xa0\x80");
+  const std::map<size_t, std::string> paths = {
+      {2, "items[2].spec.name"},
+      {5, "put_protections[0]: parity_segment"},
+      {6, "put_protections[0]: members[2].node_id"},
+      {7, "put_protections[1]: members[1].ranks[1].items[0].spec.name"},
+  };
   for (size_t i = 0; i < batches.size(); ++i) {
     const Status s = this->catalog_->Apply(batches[i]);
     EXPECT_TRUE(HasCode(s, StatusCode::kInvalidArgument)) << "batch " << i;
-    if (i == 2) {
-      EXPECT_NE(s.message().find("items[2].spec.name"), std::string::npos) << s.ToString();
+    if (auto path = paths.find(i); path != paths.end()) {
+      EXPECT_NE(s.message().find(path->second), std::string::npos) << s.ToString();
     }
   }
   this->ExpectContentsMatchApplied();
@@ -296,6 +392,7 @@ TYPED_TEST(CatalogTest, RejectsStringsThatAreNotUtf8) {
       Job("j\xc3\xb6"
           "b-\xe3\x82\xb8\xe3\x83\xa7\xe3\x83\x96-\xf0\x9f\x9a\x80")};
   good.put_manifests = {Manifest(good.put_jobs[0].job_id(), 1, 0)};
+  good.put_protections = {Protection(good.put_jobs[0].job_id(), 1)};
   this->MustApply(good);
   this->ExpectContentsMatchApplied();
 }
@@ -305,6 +402,37 @@ TYPED_TEST(CatalogTest, RejectsNegativeRanks) {
   b.put_jobs = {Job("a")};
   b.put_manifests = {Manifest("a", 1, 0), Manifest("a", 1, -1)};
   EXPECT_TRUE(HasCode(this->catalog_->Apply(b), StatusCode::kInvalidArgument));
+  this->ExpectContentsMatchApplied();
+}
+
+TYPED_TEST(CatalogTest, RejectsNegativeProtectionFields) {
+  struct Case {
+    const char* want;
+    void (*spoil)(v1::ProtectionRecord*);
+  };
+  const Case cases[] = {
+      {"put_protections[1]: negative position -1",
+       [](v1::ProtectionRecord* p) { p->set_position(-1); }},
+      {"put_protections[1]: negative k -2", [](v1::ProtectionRecord* p) { p->set_k(-2); }},
+      {"put_protections[1]: negative m -3", [](v1::ProtectionRecord* p) { p->set_m(-3); }},
+  };
+  for (const Case& c : cases) {
+    CatalogBatch b;
+    b.put_jobs = {Job("a")};
+    b.put_protections = {Protection("a", 1), Protection("a", 2)};
+    c.spoil(&b.put_protections[1]);
+    const Status s = this->catalog_->Apply(b);
+    EXPECT_TRUE(HasCode(s, StatusCode::kInvalidArgument)) << c.want;
+    EXPECT_EQ(s.message(), c.want);
+  }
+  this->ExpectContentsMatchApplied();
+
+  // Zero is allowed (position 0 is the first member).
+  CatalogBatch zero;
+  zero.put_protections = {Protection("a", 1)};
+  zero.put_protections[0].set_position(0);
+  zero.put_protections[0].set_m(0);
+  this->MustApply(zero);
   this->ExpectContentsMatchApplied();
 }
 
@@ -344,7 +472,9 @@ TYPED_TEST(CatalogTest, ConcurrentCallersSeeAtomicBatchesAndDistinctIds) {
         CatalogBatch b;
         b.put_versions = {Version(job, i)};
         b.put_manifests = {Manifest(job, i, 0), Manifest(job, i, 1)};
+        b.put_protections = {Protection(job, i)};
         if (i >= 2) b.delete_versions = {{job, i - 2}};
+        if (i >= 3) b.delete_protections = {{job, i - 3}};
         if (!this->catalog_->Apply(b).ok()) ++failures;
       }
     });
@@ -358,8 +488,10 @@ TYPED_TEST(CatalogTest, ConcurrentCallersSeeAtomicBatchesAndDistinctIds) {
   EXPECT_EQ(c.next_segment_id, *all.rbegin() + 1);
   EXPECT_EQ(c.versions.size(), size_t{kThreads} * 2);
   EXPECT_EQ(c.manifests.size(), size_t{kThreads} * 2 * 2);
+  EXPECT_EQ(c.protections.size(), size_t{kThreads} * 3);
   for (const auto& v : c.versions) EXPECT_GE(v.step(), kRounds - 2);
   for (const auto& m : c.manifests) EXPECT_GE(m.step(), kRounds - 2);
+  for (const auto& p : c.protections) EXPECT_GE(p.step(), kRounds - 3);
 }
 
 // ---- the UTF-8 check both implementations share -------------------------------
@@ -416,6 +548,7 @@ TEST(CatalogMemoryTest, InjectedFailuresChangeNothing) {
   base.put_jobs = {Job("a")};
   base.put_manifests = {Manifest("a", 1, 0), Manifest("a", 2, 0)};
   base.put_versions = {Version("a", 1), Version("a", 2)};
+  base.put_protections = {Protection("a", 1), Protection("a", 2)};
   ASSERT_TRUE(IsOk(catalog.Apply(base)));
   EXPECT_EQ(catalog.applies(), 1);
   auto before = catalog.Load();
@@ -425,7 +558,9 @@ TEST(CatalogMemoryTest, InjectedFailuresChangeNothing) {
   change.put_jobs = {Job("b")};
   change.put_manifests = {Manifest("b", 1, 0)};
   change.put_versions = {Version("b", 1)};
+  change.put_protections = {Protection("b", 1)};
   change.delete_versions = {{"a", 1}};
+  change.delete_protections = {{"a", 2}};
   change.delete_jobs = {"a"};
   catalog.FailNextApplies(2, Status::Unavailable("injected"));
   for (int i = 0; i < 2; ++i) {
@@ -437,6 +572,18 @@ TEST(CatalogMemoryTest, InjectedFailuresChangeNothing) {
     EXPECT_EQ(Dump(*now), Dump(*before));
   }
   EXPECT_EQ(catalog.applies(), 1);
+
+  // A batch of protections alone fails the same way.
+  CatalogBatch protections_only;
+  protections_only.put_protections = {Protection("c", 1)};
+  protections_only.delete_protections = {{"a", 1}};
+  catalog.FailNextApplies(1, Status::Unavailable("injected"));
+  EXPECT_TRUE(HasCode(catalog.Apply(protections_only), StatusCode::kUnavailable));
+  {
+    auto now = catalog.Load();
+    ASSERT_TRUE(IsOk(now));
+    EXPECT_EQ(Dump(*now), Dump(*before));
+  }
 
   // An invalid batch is rejected as such and does not use up a failure.
   catalog.FailNextApplies(1, Status::Internal("injected"));
@@ -450,6 +597,7 @@ TEST(CatalogMemoryTest, InjectedFailuresChangeNothing) {
   auto after = catalog.Load();
   ASSERT_TRUE(IsOk(after));
   EXPECT_EQ(JobIds(*after), std::set<std::string>{"b"});
+  EXPECT_EQ(ProtectionIds(*after), (std::vector<VersionId>{{"b", 1}}));
 
   // FailNextApplies(0, ...) cancels what is left.
   catalog.FailNextApplies(3, Status::Internal("injected"));

@@ -80,6 +80,39 @@ v1::VersionRecord Version(const std::string& job_id, int64_t step) {
   return v;
 }
 
+v1::ProtectionRecord Protection(const std::string& job_id, int64_t step, int members) {
+  constexpr int kRanksPerMember = 2;
+  v1::ProtectionRecord p;
+  p.set_job_id(job_id);
+  p.set_step(step);
+  p.set_round_id(static_cast<uint32_t>(step) * 7 + 1);
+  p.set_group(static_cast<int32_t>(std::hash<std::string>()(job_id) % 5));
+  p.set_position(members - 1);
+  p.set_k(members > 1 ? members - 1 : 1);
+  p.set_m(1);
+  p.set_replicate(members == 1);
+  p.set_alignment(4096);
+  p.set_world_size(members * kRanksPerMember);
+  for (int i = 0; i < members; ++i) {
+    v1::GroupMemberRecord* member = p.add_members();
+    member->set_node_id("node-" + std::to_string(i));
+    uint64_t bytes = 0;
+    for (int r = 0; r < kRanksPerMember; ++r) {
+      *member->add_ranks() = Manifest(job_id, step, i * kRanksPerMember + r, r + 1);
+      bytes += member->ranks(r).segment_bytes();
+    }
+    member->set_data_bytes(bytes);
+  }
+  for (int c = 0; c < members * members; ++c) {
+    p.add_chunk_crcs(
+        std::hash<std::string>()(job_id + "/" + std::to_string(step) + "/" + std::to_string(c)));
+  }
+  p.set_parity_segment("parity-" + job_id + "-" + std::to_string(step));
+  p.set_parity_bytes(p.members(0).data_bytes());
+  p.set_protected_unix_micros(step * 1000 + 998);
+  return p;
+}
+
 std::vector<ManifestId> ManifestIds(const CatalogContents& c) {
   std::vector<ManifestId> out;
   for (const auto& m : c.manifests) out.emplace_back(m.job_id(), m.step(), m.rank());
@@ -88,6 +121,11 @@ std::vector<ManifestId> ManifestIds(const CatalogContents& c) {
 std::vector<VersionId> VersionIds(const CatalogContents& c) {
   std::vector<VersionId> out;
   for (const auto& v : c.versions) out.emplace_back(v.job_id(), v.step());
+  return out;
+}
+std::vector<VersionId> ProtectionIds(const CatalogContents& c) {
+  std::vector<VersionId> out;
+  for (const auto& p : c.protections) out.emplace_back(p.job_id(), p.step());
   return out;
 }
 std::set<std::string> JobIds(const CatalogContents& c) {
@@ -104,6 +142,7 @@ std::string Dump(const CatalogContents& c) {
   for (const auto& j : jobs) out += j + "\n";
   for (const auto& m : c.manifests) out += "manifest " + m.ShortDebugString() + "\n";
   for (const auto& v : c.versions) out += "version " + v.ShortDebugString() + "\n";
+  for (const auto& p : c.protections) out += "protection " + p.ShortDebugString() + "\n";
   out += "next_segment_id " + std::to_string(c.next_segment_id) + "\n";
   return out;
 }
@@ -112,26 +151,31 @@ CatalogContents Expected(const std::vector<CatalogBatch>& batches) {
   std::map<std::string, v1::JobRecord> jobs;
   std::map<ManifestId, v1::RankManifestRecord> manifests;
   std::map<VersionId, v1::VersionRecord> versions;
+  std::map<VersionId, v1::ProtectionRecord> protections;
   for (const CatalogBatch& b : batches) {
     for (const auto& j : b.put_jobs) jobs[j.job_id()] = j;
     for (const auto& m : b.put_manifests) manifests[{m.job_id(), m.step(), m.rank()}] = m;
     for (const auto& v : b.put_versions) versions[{v.job_id(), v.step()}] = v;
+    for (const auto& p : b.put_protections) protections[{p.job_id(), p.step()}] = p;
     for (const auto& d : b.delete_versions) {
       versions.erase({d.job_id, d.step});
       std::erase_if(manifests, [&](const auto& e) {
         return std::get<0>(e.first) == d.job_id && std::get<1>(e.first) == d.step;
       });
     }
+    for (const auto& d : b.delete_protections) protections.erase({d.job_id, d.step});
     for (const auto& job_id : b.delete_jobs) {
       jobs.erase(job_id);
       std::erase_if(manifests, [&](const auto& e) { return std::get<0>(e.first) == job_id; });
       std::erase_if(versions, [&](const auto& e) { return e.first.first == job_id; });
+      std::erase_if(protections, [&](const auto& e) { return e.first.first == job_id; });
     }
   }
   CatalogContents out;
   for (auto& [k, j] : jobs) out.jobs.push_back(j);
   for (auto& [k, m] : manifests) out.manifests.push_back(m);
   for (auto& [k, v] : versions) out.versions.push_back(v);
+  for (auto& [k, p] : protections) out.protections.push_back(p);
   return out;
 }
 

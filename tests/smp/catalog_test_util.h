@@ -54,12 +54,17 @@ v1::JobRecord Job(const std::string& job_id, int world_size = 8);
 v1::RankManifestRecord Manifest(const std::string& job_id, int64_t step, int32_t rank,
                                 int items = 2);
 v1::VersionRecord Version(const std::string& job_id, int64_t step);
+// A protection of (job, step) whose contents, nested group manifest
+// included, are a function of (job, step): `members` members of two ranks
+// each, their rank parts made by Manifest().
+v1::ProtectionRecord Protection(const std::string& job_id, int64_t step, int members = 3);
 
 using ManifestId = std::tuple<std::string, int64_t, int32_t>;
 using VersionId = std::pair<std::string, int64_t>;
 
 std::vector<ManifestId> ManifestIds(const CatalogContents& c);
 std::vector<VersionId> VersionIds(const CatalogContents& c);
+std::vector<VersionId> ProtectionIds(const CatalogContents& c);
 std::set<std::string> JobIds(const CatalogContents& c);
 
 // Every record, one per line, in load order (jobs sorted: their order is not
