@@ -12,9 +12,14 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <random>
 
 #include "catalog/rocksdb_catalog.h"
+#include "cluster/cluster_config.h"
+#include "protect/cluster_node.h"
+#include "transport/transport.h"
 #include "config/config.h"
 #include "core/event_loop.h"
 #include "core/segment_store.h"
@@ -34,6 +39,28 @@ int Fail(const Status& status) {
 // Largest request the daemon parses: bounds the memory a hostile or broken
 // client can make it allocate. A million items with long names fit.
 constexpr int kMaxMessageBytes = 256 << 20;
+
+// This node's incarnation: a random id kept in the data directory. A node
+// whose data directory (and memory) was lost comes back with a new one,
+// which its peers see (docs/cluster.md).
+holdfast::Result<uint64_t> LoadIncarnation(const std::string& data_dir) {
+  const std::string path = data_dir + "/incarnation";
+  {
+    std::ifstream in(path);
+    uint64_t id = 0;
+    if (in >> std::hex >> id && id != 0) return id;
+  }
+  uint64_t id = 0;
+  std::random_device rd;
+  while (id == 0) id = (uint64_t{rd()} << 32) | rd();
+  std::ofstream out(path + ".tmp", std::ios::trunc);
+  out << std::hex << id << "\n";
+  out.close();
+  std::error_code ec;
+  std::filesystem::rename(path + ".tmp", path, ec);
+  if (!out || ec) return Status::Unavailable("cannot write " + path);
+  return id;
+}
 
 }  // namespace
 
@@ -92,8 +119,44 @@ int main(int argc, char** argv) {
                                 std::chrono::steady_clock::now() - t_recover)
                                 .count();
 
+  // Cluster mode: the UCX transport, this node's part in its group, and the
+  // peer service on its control address.
+  std::unique_ptr<smp::Transport> transport;
+  std::unique_ptr<smp::ClusterNode> cluster;
+  std::unique_ptr<grpc::Server> peer_server;
+  if (!config.cluster_file.empty()) {
+    auto cluster_config = smp::LoadClusterFile(config.cluster_file);
+    if (!cluster_config.ok()) return Fail(cluster_config.status());
+    auto incarnation = LoadIncarnation(config.data_dir);
+    if (!incarnation.ok()) return Fail(incarnation.status());
+    auto t = smp::Transport::Create({.tls = config.ucx_tls, .net_devices = config.ucx_net_devices});
+    if (!t.ok()) return Fail(t.status().WithContext("UCX"));
+    transport = std::move(t).value();
+    smp::ClusterNodeOptions copts;
+    copts.config = std::move(cluster_config).value();
+    copts.node_id = config.node_id;
+    copts.incarnation = *incarnation;
+    auto node = smp::ClusterNode::Create(std::move(copts), manager.get(), catalog->get(), &loop,
+                                         transport.get());
+    if (!node.ok()) return Fail(node.status().WithContext("cluster " + config.cluster_file));
+    cluster = std::move(node).value();
+    grpc::ServerBuilder peer_builder;
+    peer_builder.AddListeningPort(cluster->control_address(), grpc::InsecureServerCredentials());
+    peer_builder.RegisterService(cluster.get());
+    peer_builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    peer_server = peer_builder.BuildAndStart();
+    if (!peer_server) {
+      return Fail(Status::Unavailable("cannot listen on " + cluster->control_address()));
+    }
+  }
+
   std::filesystem::remove(config.socket_path, ec);  // a stale socket from a crash
   smp::SnapshotService service(manager.get(), &loop);
+  if (cluster) {
+    service.SetStatusHook([&cluster](holdfast::v1::GetStatusResponse* resp) {
+      cluster->FillStatus(resp->mutable_cluster());
+    });
+  }
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + config.socket_path, grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
@@ -104,6 +167,7 @@ int main(int argc, char** argv) {
   }
   chmod(config.socket_path.c_str(), 0660);
   loop.Post([&] { manager->StartTimers(); });
+  if (cluster) cluster->Start();
   spdlog::info(
       "holdfastd serving on unix:{} (budget {:.1f} GiB, shm {}/{}-*, catalog {}, "
       "verify {}, recovered in {:.1f} ms: {})",
@@ -114,8 +178,13 @@ int main(int argc, char** argv) {
   sigwait(&signals, &sig);
   spdlog::info("signal {}: shutting down; committed snapshots stay in shared memory", sig);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (peer_server) peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (cluster) cluster->Stop();  // before the loop: its threads wait on the loop
   loop.Stop();
   server.reset();
+  peer_server.reset();
+  cluster.reset();
+  transport.reset();
   manager.reset();
   std::filesystem::remove(config.socket_path, ec);
   spdlog::info("holdfastd stopped");

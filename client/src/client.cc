@@ -595,6 +595,12 @@ Result<std::optional<int64_t>> Client::LatestStep() {
   req.set_job_id(impl_->options.job_id);
   v1::ListVersionsResponse resp;
   HOLDFAST_RETURN_IF_ERROR(impl_->Call(&v1::Snapshot::Stub::ListVersions, req, &resp));
+  // In a cluster the daemon names the restore point every node agrees on.
+  for (const v1::RestorePoint& rp : resp.restore_points()) {
+    if (rp.job_id() != impl_->options.job_id) continue;
+    if (rp.step() < 0) return std::optional<int64_t>();
+    return std::optional<int64_t>(rp.step());
+  }
   std::optional<int64_t> latest;
   for (const v1::VersionInfo& v : resp.versions()) {
     if (v.state() >= v1::VERSION_STATE_COMPLETE) latest = std::max(latest.value_or(v.step()), v.step());

@@ -214,6 +214,8 @@ Status CheckOneOf(const std::string& value, const std::array<std::string_view, k
   return Status::InvalidArgument(std::move(msg));
 }
 
+Status CheckAnything(const DaemonConfig&) { return Status::Ok(); }
+
 Status CheckLogLevel(const DaemonConfig& config) {
   return CheckOneOf(config.log_level, kLogLevels);
 }
@@ -223,7 +225,7 @@ Status CheckVerifyMode(const DaemonConfig& config) {
 }
 
 using C = DaemonConfig;
-const std::array<Field, 13> kFields = {{
+const std::array<Field, 16> kFields = {{
     {"node_id", "--node-id", "this node's name among its peers", "NAME", &SetString<&C::node_id>,
      &CheckNodeId, &ShowString<&C::node_id>},
     {"socket", "--socket", "Unix socket trainers connect to", "PATH", &SetString<&C::socket_path>,
@@ -255,6 +257,13 @@ const std::array<Field, 13> kFields = {{
     {"snapshots.verify_threads", "--verify-threads", "threads that compute checksums, 1-64", "N",
      &SetInt<&C::verify_threads>, &CheckIntRange<&C::verify_threads, 1, 64>,
      &ShowInt<&C::verify_threads>},
+    {"cluster.file", "--cluster", "cluster file (docs/cluster.md); empty: run alone", "PATH",
+     &SetString<&C::cluster_file>, &CheckAnything, &ShowString<&C::cluster_file>},
+    {"transport.tls", "--ucx-tls", "UCX transports for peer data (UCX_TLS); empty: UCX's choice",
+     "LIST", &SetString<&C::ucx_tls>, &CheckAnything, &ShowString<&C::ucx_tls>},
+    {"transport.net_devices", "--ucx-net-devices",
+     "network devices UCX may use (UCX_NET_DEVICES); empty: all", "LIST",
+     &SetString<&C::ucx_net_devices>, &CheckAnything, &ShowString<&C::ucx_net_devices>},
     {"log.level", "--log-level", "trace, debug, info, warn, error, critical or off", "LEVEL",
      &SetString<&C::log_level>, &CheckLogLevel, &ShowString<&C::log_level>},
 }};

@@ -24,6 +24,9 @@ struct DaemonConfig {
   int lease_timeout_seconds = 600;                     // snapshots.lease_timeout_s
   std::string verify = "background";                   // snapshots.verify: commit|background|off
   int verify_threads = 2;                              // snapshots.verify_threads
+  std::string cluster_file;                            // cluster.file: "" = run alone
+  std::string ucx_tls;                                 // transport.tls (UCX_TLS)
+  std::string ucx_net_devices;                         // transport.net_devices
   std::string log_level = "info";                      // log.level: trace..critical
 };
 

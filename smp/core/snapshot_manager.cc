@@ -274,7 +274,30 @@ Status SnapshotManager::Begin(const v1::BeginSnapshotRequest& req,
   if (req.step() < 0) {
     return Status::InvalidArgument("step must be >= 0, got " + std::to_string(req.step()));
   }
-  const int64_t newest = job->NewestComplete();
+  int64_t newest = job->NewestComplete();
+  if (req.step() <= newest && restore_point_) {
+    // In a cluster a job resumes from its restore point, which may be older
+    // than the newest local version: local versions from the restore point
+    // on are from an abandoned run and make way (protected ones stay until
+    // protection frees them, but no longer count as newer).
+    const int64_t restore_point = restore_point_(req.job_id());
+    if (req.step() > restore_point) {
+      std::vector<int64_t> abandoned;
+      for (const auto& [step, v] : job->versions) {
+        if (step >= req.step() && v.complete && !v.retired) abandoned.push_back(step);
+      }
+      CatalogBatch batch;
+      for (int64_t step : abandoned) batch.delete_versions.push_back({req.job_id(), step});
+      HOLDFAST_RETURN_IF_ERROR(catalog_->Apply(batch).WithContext("catalog"));
+      for (int64_t step : abandoned) {
+        spdlog::info("job {} resumed before step {} (restore point {}): dropping it", req.job_id(),
+                     step, restore_point);
+        DropVersionNow(*job, step);
+        if (auto it = job->versions.find(step); it != job->versions.end()) it->second.retired = true;
+      }
+      newest = job->NewestComplete();
+    }
+  }
   if (req.step() <= newest) {
     return Status::FailedPrecondition("step " + std::to_string(req.step()) +
                                       " is not newer than the latest complete step " +
@@ -534,6 +557,9 @@ void SnapshotManager::PlanRetention(const Job& job, int64_t newest, bool newest_
   for (auto it = job.versions.rbegin(); it != job.versions.rend(); ++it) {
     const Version& v = it->second;
     if (it->first >= newest || v.retired) continue;
+    // Pinned by cluster protection: kept outside the count (the protected
+    // version a job falls back to after a node loss).
+    if (v.pins > 0) continue;
     // Older complete versions beyond the retention count, and every partial
     // version older than the newest (it can no longer become the newest)...
     if (v.complete && kept < options_.retain_versions) {
@@ -588,6 +614,9 @@ void SnapshotManager::FillVersionInfo(const Job& job, const Version& v,
   out->set_job_id(job.record.job_id());
   out->set_step(v.step);
   out->set_state(v.complete ? v1::VERSION_STATE_COMPLETE : v1::VERSION_STATE_PARTIAL);
+  if (v.complete && is_protected_ && is_protected_(job.record.job_id(), v.step)) {
+    out->set_state(v1::VERSION_STATE_PROTECTED);
+  }
   uint64_t bytes = 0;
   uint32_t items = 0;
   int64_t committed = v.completed_micros;
@@ -613,6 +642,11 @@ Status SnapshotManager::List(const v1::ListVersionsRequest& req,
     for (const auto& [step, v] : job->versions) {
       if (!v.retired) FillVersionInfo(*job, v, resp->add_versions());
     }
+    if (restore_point_) {
+      auto* rp = resp->add_restore_points();
+      rp->set_job_id(id);
+      rp->set_step(restore_point_(id));
+    }
   }
   return Status::Ok();
 }
@@ -622,7 +656,25 @@ Status SnapshotManager::OpenRestore(const v1::OpenRestoreRequest& req,
   Job* job = FindJob(req.job_id());
   if (job == nullptr) return Status::NotFound("job " + req.job_id() + " is not registered");
   HOLDFAST_RETURN_IF_ERROR(CheckRank(*job, req.rank()));
-  const int64_t step = req.latest() ? job->NewestComplete() : req.step();
+  int64_t step = req.step();
+  if (req.latest()) {
+    step = job->NewestComplete();
+    if (restore_point_) {
+      // In a cluster: the restore point every node agrees on, not the newest
+      // local version (which may not be protected yet).
+      step = restore_point_(req.job_id());
+      if (step < 0) {
+        return Status::NotFound("job " + req.job_id() +
+                                " has no restore point yet: no step is protected in every group");
+      }
+      auto it = job->versions.find(step);
+      if (it == job->versions.end() || !it->second.complete || it->second.retired) {
+        return Status::Unavailable("job " + req.job_id() + " restore point " +
+                                   std::to_string(step) +
+                                   " is not on this node yet (rebuilding); retry");
+      }
+    }
+  }
   auto vit = job->versions.find(step);
   if (vit == job->versions.end() || !vit->second.complete || vit->second.retired) {
     return Status::NotFound(req.latest()

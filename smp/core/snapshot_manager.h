@@ -78,6 +78,7 @@
 #include "core/event_loop.h"
 #include "core/segment_store.h"
 #include "holdfast/ec/status.h"
+#include "holdfast/v1/catalog.pb.h"
 #include "holdfast/v1/snapshot.pb.h"
 
 namespace holdfast::smp {
@@ -102,6 +103,28 @@ struct ManagerOptions {
 };
 
 // What Recover() found.
+// A protection record found at recovery, with its parity segment mapped
+// (docs/cluster.md). `pinned`: the local version of the same step is
+// present and holds one pin for this record (see PinVersion), which the
+// taker releases with UnpinVersion when it frees the protection.
+struct RecoveredProtection {
+  v1::ProtectionRecord record;
+  Segment parity;  // invalid when record.parity_bytes() == 0
+  bool pinned = false;
+};
+
+// A complete version's local bytes, for protection: its rank parts in rank
+// order. The pointers stay valid while the version is pinned.
+struct PinnedVersion {
+  struct Part {
+    const uint8_t* data = nullptr;
+    uint64_t bytes = 0;  // the whole segment
+  };
+  std::vector<Part> parts;
+  std::vector<v1::RankManifestRecord> manifests;  // same order
+  uint64_t bytes = 0;                             // sum of parts' bytes
+};
+
 struct RecoveryReport {
   int versions_restored = 0;      // complete versions
   int partial_versions_kept = 0;  // newer than every complete one: may still complete
@@ -111,6 +134,8 @@ struct RecoveryReport {
   // because `retain_versions` is lower than in the previous run.
   int versions_retired = 0;
   int segments_removed = 0;  // files with our prefix that no version uses
+  int protections_restored = 0;
+  int protections_discarded = 0;  // parity segment missing or of the wrong size
   uint64_t bytes_restored = 0;
   std::string ToString() const;
 };
@@ -156,6 +181,62 @@ class SnapshotManager {
   Status Drop(const v1::DropVersionsRequest& req, v1::DropVersionsResponse* resp);
   Status GetStatus(v1::GetStatusResponse* resp) const;
 
+  // ---- cluster protection (smp/protect, docs/cluster.md) ----
+
+  // Pins a complete version against retention, eviction and reuse of its
+  // segments until UnpinVersion; pins count. A pinned version is still
+  // served and listed; Drop retires it, and its segments are freed when the
+  // last pin (or lease) goes. NOT_FOUND when `step` is not complete locally.
+  Result<PinnedVersion> PinVersion(const std::string& job_id, int64_t step);
+  // Releases one pin; the version's retention is then planned again.
+  void UnpinVersion(const std::string& job_id, int64_t step);
+
+  // A new segment for parity or rebuilt bytes, counted against the memory
+  // budget like snapshot segments (pooled segments are freed for room; no
+  // version is evicted for it). RESOURCE_EXHAUSTED otherwise.
+  Result<Segment> AllocateSegment(uint64_t bytes);
+  // Removes the file of a segment AllocateSegment (or recovery) gave out and
+  // returns its bytes to the budget; the caller's mapping stays valid until
+  // it destroys the Segment (a reader may still hold it).
+  void FreeSegment(const Segment& segment);
+
+  // Records a version rebuilt from peers: registers the job with `job`'s
+  // world size and local ranks when it is not registered, and records the
+  // parts (segments from AllocateSegment, already written and checked by the
+  // caller; manifests naming them) as a COMPLETE, verified version, pinned
+  // once for the caller. On error the segments are freed. FAILED_PRECONDITION when the job is registered with
+  // other ranks; ALREADY_EXISTS when the step exists locally.
+  Status AdoptVersion(const v1::JobRecord& job, int64_t step,
+                      std::vector<std::pair<v1::RankManifestRecord, Segment>> parts);
+
+  // The protection records Recover() found (once; later calls get none).
+  std::vector<RecoveredProtection> TakeRecoveredProtections();
+
+  // Steps complete locally, oldest first, with their bytes and ranks (for
+  // the peer service's GroupState); every registered job, or only `job_id`.
+  struct CompleteStep {
+    int64_t step = 0;
+    uint64_t bytes = 0;
+    std::vector<int> ranks;
+  };
+  struct JobSummary {
+    std::string job_id;
+    int world_size = 0;
+    std::vector<int> local_ranks;
+    std::vector<CompleteStep> complete;
+  };
+  std::vector<JobSummary> Summaries(const std::string& job_id) const;
+
+  // Set when the daemon is part of a cluster: OpenRestore(latest) and
+  // LatestStep use the restore point the callback computes (-1: none yet)
+  // instead of the newest local version. Runs on the loop; must not block.
+  using RestorePointFn = std::function<int64_t(const std::string& job_id)>;
+  void SetRestorePoint(RestorePointFn fn) { restore_point_ = std::move(fn); }
+  // Whether (job, step) is protected by the group (List reports those
+  // versions as VERSION_STATE_PROTECTED). Runs on the loop.
+  using IsProtectedFn = std::function<bool(const std::string& job_id, int64_t step)>;
+  void SetIsProtected(IsProtectedFn fn) { is_protected_ = std::move(fn); }
+
   // Expires writes and leases older than their timeouts; `now` for tests.
   void ExpireStale(std::chrono::steady_clock::time_point now);
 
@@ -176,6 +257,13 @@ class SnapshotManager {
   Job* FindJob(const std::string& job_id);
   Status CheckRank(const Job& job, int rank) const;
   Result<Segment> AcquireSegment(Job& job, int rank, uint64_t bytes);
+  // Makes room for `bytes` more by freeing pooled segments; false if even
+  // that is not enough.
+  bool MakeRoomFromPool(uint64_t bytes);
+  // AdoptVersion; on success the segments are moved out of `parts`.
+  Status AdoptVersionImpl(const v1::JobRecord& job, int64_t step,
+                          std::vector<std::pair<v1::RankManifestRecord, Segment>>& parts);
+  Result<uint64_t> NextSegmentId();
   void ReleaseSegment(Segment segment, const std::string& job_id, int rank);
   bool EvictOneVersion(const std::string& prefer_job);
   // Bytes EvictOneVersion could free: complete versions neither newest nor
@@ -242,6 +330,9 @@ class SnapshotManager {
   // await; shared with the tasks, which touch it last.
   std::shared_ptr<VerifyTasks> verify_tasks_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::vector<RecoveredProtection> recovered_protections_;
+  RestorePointFn restore_point_;
+  IsProtectedFn is_protected_;
 };
 
 }  // namespace holdfast::smp

@@ -67,10 +67,11 @@ struct SnapshotManager::Version {
   int64_t completed_micros = 0;
   int leases = 0;
   int verifying = 0;     // parts being verified in the background; they pin it like leases
+  int pins = 0;          // cluster protection (PinVersion): kept by retention and eviction
   bool retired = false;  // dropped from the catalog; freed when the last holder is done
   bool damaged = false;  // a part failed verification (then also retired)
 
-  bool Held() const { return leases > 0 || verifying > 0; }
+  bool Held() const { return leases > 0 || verifying > 0 || pins > 0; }
   // Every committed part verified. Retention asks this of complete versions.
   bool Verified() const {
     return std::all_of(parts.begin(), parts.end(),

@@ -14,7 +14,8 @@ std::string RecoveryReport::ToString() const {
          std::to_string(bytes_restored) + " bytes), " + std::to_string(partial_versions_kept) +
          " partial kept, " + std::to_string(versions_discarded) + " discarded, " +
          std::to_string(versions_retired) + " retired, " + std::to_string(segments_removed) +
-         " stray segments removed";
+         " stray segments removed, " + std::to_string(protections_restored) +
+         " protections restored, " + std::to_string(protections_discarded) + " discarded";
 }
 
 // ---- recovery ----------------------------------------------------------------
@@ -96,6 +97,34 @@ Result<RecoveryReport> SnapshotManager::Recover() {
       }
       job->versions[step] = std::move(version);
     }
+  }
+  // Protection records: their parity segments are reattached, and the local
+  // version of the same step (if any) is pinned for them, before retention.
+  for (const v1::ProtectionRecord& rec : contents.protections) {
+    RecoveredProtection rp;
+    rp.record = rec;
+    if (rec.parity_bytes() > 0) {
+      auto seg = segments_->Open(rec.parity_segment(), rec.parity_bytes());
+      if (!seg.ok()) {
+        spdlog::error("recovery: discarding the protection of job {} step {}: parity segment: {}",
+                      rec.job_id(), rec.step(), seg.status().ToString());
+        cleanup.delete_protections.push_back({rec.job_id(), rec.step()});
+        ++report.protections_discarded;
+        continue;
+      }
+      rp.parity = std::move(seg).value();
+      kept_segments.insert(rp.parity.name());
+      used_bytes_ += rp.parity.bytes();
+    }
+    if (Job* job = FindJob(rec.job_id())) {
+      auto it = job->versions.find(rec.step());
+      if (it != job->versions.end() && it->second.complete) {
+        ++it->second.pins;
+        rp.pinned = true;
+      }
+    }
+    ++report.protections_restored;
+    recovered_protections_.push_back(std::move(rp));
   }
   // Every restored version is verified: an extra version that retention kept
   // while newer ones were being verified in the background is not needed.

@@ -112,7 +112,11 @@ grpc::ServerUnaryReactor* SnapshotService::DropVersions(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* SnapshotService::GetStatus(grpc::CallbackServerContext* ctx,
                                                      const v1::GetStatusRequest* /*req*/,
                                                      v1::GetStatusResponse* resp) {
-  return OnLoop(ctx, [=, this] { return manager_->GetStatus(resp); });
+  return OnLoop(ctx, [=, this] {
+    Status s = manager_->GetStatus(resp);
+    if (s.ok() && status_hook_) status_hook_(resp);
+    return s;
+  });
 }
 
 }  // namespace holdfast::smp

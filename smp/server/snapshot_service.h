@@ -10,6 +10,8 @@
 #ifndef HOLDFAST_SMP_SERVER_SNAPSHOT_SERVICE_H_
 #define HOLDFAST_SMP_SERVER_SNAPSHOT_SERVICE_H_
 
+#include <functional>
+
 #include "core/event_loop.h"
 #include "core/snapshot_manager.h"
 #include "holdfast/v1/snapshot.grpc.pb.h"
@@ -19,6 +21,12 @@ namespace holdfast::smp {
 class SnapshotService final : public v1::Snapshot::CallbackService {
  public:
   SnapshotService(SnapshotManager* manager, EventLoop* loop) : manager_(manager), loop_(loop) {}
+
+  // Adds to every GetStatus answer (on the loop; e.g. the cluster's view).
+  // Set before serving.
+  void SetStatusHook(std::function<void(v1::GetStatusResponse*)> hook) {
+    status_hook_ = std::move(hook);
+  }
 
   grpc::ServerUnaryReactor* RegisterJob(grpc::CallbackServerContext* ctx,
                                         const v1::RegisterJobRequest* req,
@@ -57,6 +65,7 @@ class SnapshotService final : public v1::Snapshot::CallbackService {
 
   SnapshotManager* const manager_;
   EventLoop* const loop_;
+  std::function<void(v1::GetStatusResponse*)> status_hook_;
 };
 
 }  // namespace holdfast::smp

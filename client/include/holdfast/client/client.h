@@ -209,8 +209,11 @@ class Client {
   // SaveAsync(...).Wait().
   Result<SaveStats> Save(int64_t step, std::span<const ItemView> items);
 
-  // The newest step every rank of the job on this node has committed, or
-  // nullopt.
+  // The step to resume from, or nullopt. Alone: the newest step every rank
+  // of the job on this node has committed. In a cluster: the restore point,
+  // the newest step protected in every group, which every node reports
+  // alike (a protection round finishing between two ranks' calls can move it
+  // forward, never back: a job should take the minimum over its ranks).
   Result<std::optional<int64_t>> LatestStep();
 
   // The items of this rank's part of `step` (nullopt: the newest).

@@ -1,0 +1,248 @@
+// This daemon's part in its cluster (docs/cluster.md): the peer service,
+// the protection rounds it coordinates and takes part in, the restore point,
+// and rebuilding its own chunks after it lost them.
+//
+//   poll thread (every poll_interval)
+//     GroupState of every member --> coordinator? --> Protect (all members,
+//     in parallel) --> Conclude(protected, manifest | abandoned)
+//     restore point per job (one member per group)
+//     missing a protected version the group holds? --> Rebuild
+//   gRPC handler threads (Peer service)
+//     Protect    runs this member's roles (RunRoles: send data pieces,
+//                encode its stripe, store parity) over the Transport
+//     ReadChunks sends chunks of a protected version to a rebuilding peer
+//     Conclude   records the group manifest, frees what is superseded
+//
+// Threading: `mu_` guards the tables below; SnapshotManager is only touched
+// on its loop (OnLoop posts and waits, and is never called with `mu_` held,
+// because the manager's hooks take `mu_` on the loop). Blocking gRPC and
+// UCX waits happen on the poll thread and handler threads only.
+#ifndef HOLDFAST_SMP_PROTECT_CLUSTER_NODE_H_
+#define HOLDFAST_SMP_PROTECT_CLUSTER_NODE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "catalog/catalog.h"
+#include "cluster/cluster_config.h"
+#include "core/event_loop.h"
+#include "core/snapshot_manager.h"
+#include "holdfast/ec/codec.h"
+#include "holdfast/ec/layout.h"
+#include "holdfast/v1/peer.grpc.pb.h"
+#include "holdfast/v1/snapshot.pb.h"
+#include "transport/transport.h"
+
+namespace holdfast::smp {
+
+struct ClusterNodeOptions {
+  ClusterConfig config;
+  std::string node_id;
+  uint64_t incarnation = 0;
+  std::chrono::milliseconds poll_interval{100};
+  std::chrono::milliseconds rpc_timeout{2000};      // control calls
+  std::chrono::milliseconds round_timeout{120000};  // one protection round or rebuild read
+  int windows_in_flight = 8;                        // per stream
+  int protect_nice = 5;  // added to the nice value of threads doing protection work
+};
+
+// The hash of what every member must agree on: cluster id, code, window,
+// nodes (id, addresses, domain), in order.
+uint64_t ConfigHash(const ClusterConfig& config);
+
+// The 64-bit UCX tag of one window: round or transfer id, stripe, chunk,
+// window (docs/cluster.md, "Peers").
+uint64_t WindowTag(uint32_t id, int stripe, int chunk, uint64_t window);
+
+class ClusterNode final : public v1::Peer::Service {
+ public:
+  // The node must be listed in the cluster file. `manager`, `catalog`,
+  // `loop` and `transport` must outlive the node. Takes the manager's
+  // recovered protection records.
+  static Result<std::unique_ptr<ClusterNode>> Create(ClusterNodeOptions options,
+                                                     SnapshotManager* manager, Catalog* catalog,
+                                                     EventLoop* loop, Transport* transport);
+  ~ClusterNode() override;  // Stop()s
+
+  // Installs the manager's hooks (restore point, protected versions) and
+  // starts the poll thread. Call after the control server serves.
+  void Start();
+  // Stops the poll thread and waits for rounds and rebuilds on it.
+  void Stop();
+
+  // Hooks for the manager (any thread; take mu_ briefly).
+  int64_t RestorePoint(const std::string& job_id) const;
+  bool IsProtected(const std::string& job_id, int64_t step) const;
+  void FillStatus(v1::ClusterStatus* out) const;
+
+  const std::string& control_address() const { return me_.control; }
+
+  // ---- the Peer service ----
+  grpc::Status Hello(grpc::ServerContext* ctx, const v1::HelloRequest* req,
+                     v1::HelloResponse* resp) override;
+  grpc::Status GroupState(grpc::ServerContext* ctx, const v1::GroupStateRequest* req,
+                          v1::GroupStateResponse* resp) override;
+  grpc::Status Protect(grpc::ServerContext* ctx, const v1::ProtectRequest* req,
+                       v1::ProtectResponse* resp) override;
+  grpc::Status Conclude(grpc::ServerContext* ctx, const v1::ConcludeRequest* req,
+                        v1::ConcludeResponse* resp) override;
+  grpc::Status GetManifest(grpc::ServerContext* ctx, const v1::GetManifestRequest* req,
+                           v1::GetManifestResponse* resp) override;
+  grpc::Status ReadChunks(grpc::ServerContext* ctx, const v1::ReadChunksRequest* req,
+                          v1::ReadChunksResponse* resp) override;
+
+ private:
+  // A protected version this member holds: the group manifest and its
+  // parity; `pinned`: its local version is pinned for it.
+  struct Protection {
+    v1::ProtectionRecord record;
+    std::shared_ptr<Segment> parity;  // null without parity bytes; shared with readers
+    bool pinned = false;
+  };
+  using Key = std::pair<std::string, int64_t>;  // job, step
+
+  // A round this member took part in and that has not been concluded.
+  struct PendingRound {
+    std::string job_id;
+    int64_t step = 0;
+    std::shared_ptr<Segment> parity;
+    bool pinned = false;
+    std::chrono::steady_clock::time_point finished;
+  };
+
+  struct Peer {
+    int node = 0;  // index into config.nodes
+    std::string id;
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<v1::Peer::Stub> stub;
+    // Guarded by ClusterNode::mu_:
+    uint64_t incarnation = 0;
+    std::string ucx_address;
+    Transport::EndpointId endpoint = 0;
+    bool up = false;
+    bool rebuilding = false;
+  };
+
+  ClusterNode(ClusterNodeOptions options, SnapshotManager* manager, Catalog* catalog,
+              EventLoop* loop, Transport* transport);
+
+  // Runs `fn` on the manager's loop and returns its result (never call with
+  // mu_ held, never from the loop).
+  template <typename Fn>
+  auto OnLoop(Fn fn) -> decltype(fn());
+
+  v1::PeerIdentity Identity() const;
+  Status CheckCaller(const std::string& node_id) const;
+  std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds timeout) const;
+  Peer& PeerAt(int position);  // of my group
+  // Hello if the peer has no endpoint yet (or `force`): its identity,
+  // incarnation and a UCX endpoint. Marks it up or down.
+  Result<Transport::EndpointId> EnsureEndpoint(Peer& peer, bool force = false);
+  void MarkDown(Peer& peer, const Status& why);
+
+  // ---- poll thread ----
+  void PollLoop();
+  void PollOnce();
+  // Coordinates the group's protection of `job` if a newer step is complete
+  // on every member that has ranks of it.
+  void MaybeProtect(const std::string& job_id,
+                    const std::vector<std::optional<v1::GroupStateResponse>>& states);
+  Status RunRound(const std::string& job_id, int64_t step,
+                  const std::vector<std::optional<v1::GroupStateResponse>>& states);
+  void UpdateRestorePoints(const std::vector<std::optional<v1::GroupStateResponse>>& states);
+  // The restore point of `job` from every group's protected steps;
+  // `my_group`'s from `states`, the others over gRPC.
+  int64_t ComputeRestorePoint(const std::string& job_id, int world_size,
+                              const std::vector<std::optional<v1::GroupStateResponse>>& states,
+                              std::optional<int64_t> assume_protected);
+  void MaybeRebuild(const std::vector<std::optional<v1::GroupStateResponse>>& states);
+
+  // ---- member roles (member_roles.cc) ----
+  Result<v1::ProtectResponse> RunRoles(const v1::ProtectRequest& req);
+  Status SendChunks(const v1::ReadChunksRequest& req, Transport::EndpointId endpoint,
+                    uint64_t* bytes_sent);
+  // Records a concluded round (manifest + parity) and frees protections
+  // that `keep` does not name and that are older than `step`.
+  Status RecordProtected(const v1::ConcludeRequest& req);
+  void FreeProtection(Protection p, const Key& key);
+  void ExpirePendingRounds();
+
+  // ---- rebuild (rebuild.cc) ----
+  // Rebuilds this node's chunks of (job, step) from the survivors in
+  // `holders` (positions that have it protected and answered).
+  Status Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask holders);
+
+  const ClusterNodeOptions options_;
+  SnapshotManager* const manager_;
+  Catalog* const catalog_;
+  EventLoop* const loop_;
+  Transport* const transport_;
+  std::vector<Group> groups_;
+  Placement placement_;
+  NodeSpec me_;
+  uint64_t config_hash_ = 0;
+  std::vector<std::unique_ptr<Peer>> members_;   // my group, by position (me included)
+  std::map<int, std::unique_ptr<Peer>> others_;  // nodes of other groups, by node index
+
+  mutable std::mutex mu_;
+  std::map<Key, Protection> protections_;              // guarded by mu_
+  std::map<uint32_t, PendingRound> pending_;           // guarded by mu_
+  std::set<Key> protecting_;                           // rounds running here, guarded by mu_
+  std::map<std::string, int64_t> restore_points_;      // guarded by mu_
+  std::map<std::string, std::chrono::steady_clock::time_point> backoff_;  // poll thread only
+  bool rebuilding_ = false;                            // guarded by mu_
+  uint64_t rounds_protected_ = 0;                      // guarded by mu_
+  uint64_t rounds_failed_ = 0;                         // guarded by mu_
+  uint64_t versions_rebuilt_ = 0;                      // guarded by mu_
+  std::string last_error_;                             // guarded by mu_
+
+  std::mutex pace_mu_;
+  std::chrono::steady_clock::time_point pace_next_;  // token bucket, guarded by pace_mu_
+
+  std::atomic<bool> stop_{false};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  std::thread poller_;
+
+  friend class RoundExecutor;
+  friend class RebuildExecutor;
+
+ public:
+  // Waits until `bytes` may be sent under protect_bandwidth (any thread).
+  void Pace(uint64_t bytes);
+  const std::vector<Group>& groups() const { return groups_; }
+  const ClusterConfig& config() const { return options_.config; }
+  int position() const { return placement_.position; }
+};
+
+}  // namespace holdfast::smp
+
+namespace holdfast::smp {
+
+template <typename Fn>
+auto ClusterNode::OnLoop(Fn fn) -> decltype(fn()) {
+  using R = decltype(fn());
+  std::packaged_task<R()> task(std::move(fn));
+  std::future<R> result = task.get_future();
+  loop_->Post([&task] { task(); });
+  return result.get();
+}
+
+}  // namespace holdfast::smp
+
+#endif  // HOLDFAST_SMP_PROTECT_CLUSTER_NODE_H_

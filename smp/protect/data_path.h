@@ -1,0 +1,183 @@
+// Pieces shared by the member roles and the rebuild (smp/protect): a
+// tracker of Transport operations whose completions are handled on the
+// calling thread, and views of a member's data buffer (its rank segments
+// one after another).
+//
+// Thread-safety: an OpTracker is used by one thread (its owner); only the
+// Transport's callbacks touch its queue from the progress thread.
+#ifndef HOLDFAST_SMP_PROTECT_DATA_PATH_H_
+#define HOLDFAST_SMP_PROTECT_DATA_PATH_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "holdfast/ec/status.h"
+#include "transport/transport.h"
+
+namespace holdfast::smp::protect_internal {
+
+// What a completion belongs to; the owner packs it as it likes.
+using Cookie = uint64_t;
+
+class OpTracker {
+ public:
+  struct Event {
+    Cookie cookie = 0;
+    Status status;
+    uint64_t bytes = 0;
+  };
+
+  explicit OpTracker(Transport* transport) : transport_(transport) {}
+  // Cancels what is still in flight and waits for every callback.
+  ~OpTracker() { CancelAll(); }
+  OpTracker(const OpTracker&) = delete;
+  OpTracker& operator=(const OpTracker&) = delete;
+
+  void Send(Transport::EndpointId endpoint, uint64_t tag, const void* data, uint64_t length,
+            Cookie cookie) {
+    const uint64_t serial = Begin();
+    Track(serial, transport_->Send(endpoint, tag, data, length, Callback(serial, cookie)));
+  }
+  void Recv(uint64_t tag, void* buffer, uint64_t capacity, Cookie cookie) {
+    const uint64_t serial = Begin();
+    Track(serial, transport_->Recv(tag, buffer, capacity, Callback(serial, cookie)));
+  }
+
+  // The next completion, or nullopt at `deadline`.
+  std::optional<Event> Next(std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock lock(state_->mu);
+    if (!state_->cv.wait_until(lock, deadline, [&] { return !state_->events.empty(); })) {
+      return std::nullopt;
+    }
+    Event e = std::move(state_->events.front());
+    state_->events.pop_front();
+    return e;
+  }
+
+  int outstanding() const {
+    std::lock_guard lock(state_->mu);
+    return state_->outstanding;
+  }
+
+  // Cancels every operation in flight and waits until each callback ran.
+  void CancelAll() {
+    std::vector<Transport::OpId> ops;
+    {
+      std::lock_guard lock(state_->mu);
+      for (const auto& [serial, op] : state_->live) ops.push_back(op);
+    }
+    for (Transport::OpId op : ops) transport_->Cancel(op);
+    std::unique_lock lock(state_->mu);
+    state_->cv.wait(lock, [&] { return state_->outstanding == 0; });
+    state_->events.clear();
+  }
+
+ private:
+  struct State {
+    mutable std::mutex mu;
+    std::condition_variable cv;
+    std::deque<Event> events;
+    std::map<uint64_t, Transport::OpId> live;  // serial -> op, until it completes
+    std::map<uint64_t, bool> finished_early;   // completed before Track saw its op id
+    uint64_t next_serial = 1;
+    int outstanding = 0;
+  };
+
+  uint64_t Begin() {
+    std::lock_guard lock(state_->mu);
+    ++state_->outstanding;
+    return state_->next_serial++;
+  }
+  Transport::Done Callback(uint64_t serial, Cookie cookie) {
+    return [state = state_, serial, cookie](Status status, uint64_t bytes) {
+      std::lock_guard lock(state->mu);
+      if (state->live.erase(serial) == 0) state->finished_early[serial] = true;
+      state->events.push_back({cookie, std::move(status), bytes});
+      --state->outstanding;
+      state->cv.notify_all();
+    };
+  }
+  void Track(uint64_t serial, Transport::OpId op) {
+    std::lock_guard lock(state_->mu);
+    if (state_->finished_early.erase(serial) == 0) state_->live[serial] = op;
+  }
+
+  Transport* const transport_;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+// A member's data buffer: its rank segments in rank order, as one range.
+struct BufferPart {
+  uint8_t* data = nullptr;
+  uint64_t bytes = 0;
+};
+
+class DataBuffer {
+ public:
+  DataBuffer() = default;
+  explicit DataBuffer(std::vector<BufferPart> parts) : parts_(std::move(parts)) {
+    for (const BufferPart& p : parts_) {
+      starts_.push_back(total_);
+      total_ += p.bytes;
+    }
+  }
+  uint64_t bytes() const { return total_; }
+
+  // [offset, offset + length) as one pointer: into a part when it lies in
+  // one, else gathered into `bounce`.
+  const uint8_t* Gather(uint64_t offset, uint64_t length, std::vector<uint8_t>* bounce) const {
+    const size_t i = PartOf(offset);
+    if (i < parts_.size() && offset - starts_[i] + length <= parts_[i].bytes) {
+      return parts_[i].data + (offset - starts_[i]);
+    }
+    bounce->resize(length);
+    Copy(offset, length, bounce->data(), /*to_buffer=*/false);
+    return bounce->data();
+  }
+  // Writes [src, src + length) at `offset`.
+  void Scatter(uint64_t offset, const uint8_t* src, uint64_t length) const {
+    Copy(offset, length, const_cast<uint8_t*>(src), /*to_buffer=*/true);
+  }
+
+ private:
+  size_t PartOf(uint64_t offset) const {
+    size_t i = 0;
+    while (i + 1 < starts_.size() && starts_[i + 1] <= offset) ++i;
+    return i;
+  }
+  void Copy(uint64_t offset, uint64_t length, uint8_t* other, bool to_buffer) const {
+    size_t i = PartOf(offset);
+    uint64_t done = 0;
+    while (done < length && i < parts_.size()) {
+      const uint64_t in_part = offset + done - starts_[i];
+      const uint64_t n = std::min(length - done, parts_[i].bytes - in_part);
+      if (to_buffer) {
+        std::memcpy(parts_[i].data + in_part, other + done, n);
+      } else {
+        std::memcpy(other + done, parts_[i].data + in_part, n);
+      }
+      done += n;
+      ++i;
+    }
+  }
+
+  std::vector<BufferPart> parts_;
+  std::vector<uint64_t> starts_;
+  uint64_t total_ = 0;
+};
+
+inline uint64_t Windows(uint64_t length, uint64_t window) {
+  return (length + window - 1) / window;
+}
+
+}  // namespace holdfast::smp::protect_internal
+
+#endif  // HOLDFAST_SMP_PROTECT_DATA_PATH_H_

@@ -1,0 +1,511 @@
+// Rebuilding this node's chunks of protected versions from its group's
+// survivors. See cluster_node.h and docs/cluster.md ("Rebuild after a node
+// loss").
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <random>
+
+#include "core/failpoint.h"
+#include "holdfast/ec/checksum.h"
+#include "holdfast/proto/status_map.h"
+#include "protect/cluster_node.h"
+#include "protect/data_path.h"
+
+namespace holdfast::smp {
+
+using proto::FromGrpc;
+using protect_internal::BufferPart;
+using protect_internal::DataBuffer;
+using protect_internal::OpTracker;
+using protect_internal::Windows;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Cookie: stripe (8 bits) | chunk (8) | window (48).
+uint64_t RecvCookie(int stripe, int chunk, uint64_t w) {
+  return (uint64_t(stripe) << 56) | (uint64_t(chunk) << 48) | w;
+}
+
+// The k lowest-numbered chunks of `available` (data chunks first), the
+// chunks Codec::Decode reads; 0 when fewer than k.
+ec::ChunkMask FirstK(ec::ChunkMask available, int k) {
+  ec::ChunkMask out = 0;
+  for (int c = 0; c < 64 && std::popcount(out) < k; ++c) {
+    if (available & (ec::ChunkMask{1} << c)) out |= ec::ChunkMask{1} << c;
+  }
+  return std::popcount(out) == k ? out : 0;
+}
+
+// Checks every item of a rebuilt rank part against its recorded checksum.
+Status VerifyRankPart(const uint8_t* data, uint64_t bytes, const v1::RankManifestRecord& m) {
+  for (const v1::Item& item : m.items()) {
+    const uint64_t len = item.spec().nbytes();
+    if (item.offset() > bytes || len > bytes - item.offset()) {
+      return Status::DataLoss("item " + item.spec().name() + " lies outside its segment");
+    }
+    if (ec::Checksum({data + item.offset(), len}) != item.checksum()) {
+      return Status::DataLoss("rank " + std::to_string(m.rank()) + " item " + item.spec().name() +
+                              " does not match the checksum recorded at commit");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// One pass over the stripes still to rebuild: every needed chunk streamed
+// from its survivor window by window, decoded into this node's chunk.
+class RebuildExecutor {
+ public:
+  struct Stripe {
+    int stripe = 0;
+    int target = 0;            // this node's chunk of the stripe
+    ec::ChunkMask read = 0;    // the k chunks read
+    ec::ChunkMask bad = 0;     // chunks found corrupted
+    bool done = false;
+    uint64_t length = 0;       // chunk length
+    uint64_t windows = 0;
+    uint64_t next_post = 0, next_decode = 0;
+    std::vector<int> arrived;  // per window
+    std::vector<uint64_t> real;          // per chunk: real bytes
+    std::vector<uint64_t> in_crc;        // per chunk
+    uint64_t out_crc = 0;
+    std::vector<uint8_t> staging;        // depth x k windows
+    std::vector<int> slot_of;            // chunk -> index among read
+  };
+};
+
+Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask holders) {
+  const int k = manifest.k();
+  const int m = manifest.m();
+  const int n = k + m;
+  const int me = position();
+  const std::string& job_id = manifest.job_id();
+  const int64_t step = manifest.step();
+  if (manifest.members_size() != n || manifest.chunk_crcs_size() != n * n) {
+    return Status::DataLoss("the group manifest of job " + job_id + " step " +
+                            std::to_string(step) + " is malformed");
+  }
+  std::vector<uint64_t> sizes;
+  for (const auto& mem : manifest.members()) sizes.push_back(mem.data_bytes());
+  HOLDFAST_ASSIGN_OR_RETURN(
+      ec::GroupLayout layout,
+      ec::GroupLayout::Create({.k = k, .m = m, .alignment = manifest.alignment()}, sizes));
+  std::unique_ptr<ec::Codec> codec;
+  if (!manifest.replicate()) {
+    HOLDFAST_ASSIGN_OR_RETURN(codec, ec::Codec::Create({.k = k, .m = m}));
+  }
+  const auto t0 = Clock::now();
+  const uint64_t window = std::max<uint64_t>(options_.config.window_bytes, 4096);
+  const int depth = std::max(2, options_.windows_in_flight / 2);
+
+  // This node's data: kept when it is here and intact (a lost Conclude),
+  // rebuilt into new segments otherwise.
+  const v1::GroupMemberRecord& mine = manifest.members(me);
+  bool have_local = false;
+  DataBuffer data;
+  std::vector<Segment> new_segments;
+  if (sizes[me] > 0) {
+    auto pin = OnLoop([&] { return manager_->PinVersion(job_id, step); });
+    if (pin.ok() && pin->bytes == sizes[me]) {
+      std::vector<BufferPart> parts;
+      for (const auto& p : pin->parts) parts.push_back({const_cast<uint8_t*>(p.data), p.bytes});
+      data = DataBuffer(std::move(parts));
+      have_local = true;
+      // Its pieces must match the manifest, or it is not the version.
+      for (int r = 0; r < n && have_local; ++r) {
+        const int c = layout.ChunkOf(r, me);
+        if (c >= k) continue;
+        const ec::Extent e = layout.ChunkExtent(r, c);
+        std::vector<uint8_t> bounce;
+        uint64_t crc = 0;
+        for (uint64_t off = 0; off < e.length; off += window) {
+          const uint64_t len = std::min(window, e.length - off);
+          crc = ec::Checksum({data.Gather(e.offset + off, len, &bounce), len}, crc);
+        }
+        if (crc != manifest.chunk_crcs(r * n + c)) have_local = false;
+      }
+      if (!have_local) {
+        spdlog::error("job {} step {}: the local copy does not match the group's manifest", job_id,
+                      step);
+        OnLoop([&] { manager_->UnpinVersion(job_id, step); return 0; });
+      }
+    } else if (pin.ok()) {
+      OnLoop([&] { manager_->UnpinVersion(job_id, step); return 0; });
+    }
+  }
+  Segment parity;
+  auto release = [&](Status why) {
+    for (Segment& s : new_segments) OnLoop([&] { manager_->FreeSegment(s); return 0; });
+    new_segments.clear();
+    if (parity.valid()) OnLoop([&] { manager_->FreeSegment(parity); return 0; });
+    if (have_local) OnLoop([&] { manager_->UnpinVersion(job_id, step); return 0; });
+    return why;
+  };
+  if (sizes[me] > 0 && !have_local) {
+    std::vector<BufferPart> parts;
+    for (const auto& rk : mine.ranks()) {
+      auto seg = OnLoop([&] { return manager_->AllocateSegment(rk.segment_bytes()); });
+      if (!seg.ok()) return release(seg.status());
+      parts.push_back({seg->data(), seg->bytes()});
+      new_segments.push_back(std::move(seg).value());
+    }
+    data = DataBuffer(std::move(parts));
+    if (data.bytes() != sizes[me]) {
+      return release(Status::DataLoss("the manifest's rank segments do not add up to its size"));
+    }
+  }
+  if (layout.parity_bytes(me) > 0) {
+    auto seg = OnLoop([&] { return manager_->AllocateSegment(layout.parity_bytes(me)); });
+    if (!seg.ok()) return release(seg.status());
+    parity = std::move(seg).value();
+  }
+
+  // The stripes to rebuild: every parity chunk here, and the data pieces
+  // unless the local copy is kept.
+  std::vector<RebuildExecutor::Stripe> stripes;
+  for (int r = 0; r < n; ++r) {
+    const int c = layout.ChunkOf(r, me);
+    if (c < k && have_local) continue;
+    RebuildExecutor::Stripe s;
+    s.stripe = r;
+    s.target = c;
+    s.length = layout.chunk_length(r);
+    for (int cc = 0; cc < n; ++cc) s.real.push_back(layout.ChunkExtent(r, cc).length);
+    if (s.real[c] == 0) continue;  // an empty piece: nothing to rebuild
+    stripes.push_back(std::move(s));
+  }
+  uint64_t bytes_moved = 0;
+  ec::NodeMask alive = holders & ~(ec::NodeMask{1} << me);
+  for (int pass = 0; pass <= m + 1; ++pass) {
+    std::vector<RebuildExecutor::Stripe*> todo;
+    for (auto& s : stripes) {
+      if (!s.done) todo.push_back(&s);
+    }
+    if (todo.empty()) break;
+    if (pass == m + 1) {
+      return release(Status::DataLoss("job " + job_id + " step " + std::to_string(step) +
+                                      ": stripes still unreadable after every retry"));
+    }
+    // Read sets.
+    std::map<int, v1::ReadChunksRequest> requests;  // by position
+    const uint32_t transfer = std::random_device{}() | 1u;
+    for (auto* s : todo) {
+      ec::ChunkMask available = 0;
+      for (int c = 0; c < n; ++c) {
+        if (c == s->target) continue;
+        if (alive & (ec::NodeMask{1} << layout.NodeOf(s->stripe, c))) available |= ec::ChunkMask{1} << c;
+      }
+      available &= ~s->bad;
+      s->read = FirstK(available, k);
+      if (s->read == 0) {
+        std::string lost;
+        for (int p = 0; p < n; ++p) {
+          if (!(alive & (ec::NodeMask{1} << p))) lost += (lost.empty() ? "" : ", ") + PeerAt(p).id;
+        }
+        return release(Status::DataLoss(
+            "job " + job_id + " step " + std::to_string(step) + " group " +
+            std::to_string(manifest.group()) + " cannot be rebuilt: stripe " +
+            std::to_string(s->stripe) + " has fewer than k = " + std::to_string(k) +
+            " intact chunks (lost or unreachable: " + lost + ")"));
+      }
+      s->next_post = s->next_decode = 0;
+      s->windows = Windows(s->length, window);
+      s->arrived.assign(s->windows, 0);
+      s->in_crc.assign(n, 0);
+      s->out_crc = 0;
+      s->slot_of.assign(n, -1);
+      int slot = 0;
+      for (int c = 0; c < n; ++c) {
+        if (!(s->read & (ec::ChunkMask{1} << c))) continue;
+        s->slot_of[c] = slot++;
+        const int holder = layout.NodeOf(s->stripe, c);
+        auto& rq = requests[holder];
+        auto* ref = rq.add_chunks();
+        ref->set_stripe(s->stripe);
+        ref->set_chunk(c);
+      }
+      s->staging.assign(static_cast<size_t>(depth) * (k + 1) * window, 0);
+    }
+    OpTracker ops(transport_);
+    auto slot_ptr = [&](RebuildExecutor::Stripe* s, uint64_t w, int slot) {
+      return s->staging.data() + ((w % depth) * (k + 1) + slot) * window;
+    };
+    auto expected = [&](RebuildExecutor::Stripe* s, uint64_t w) {
+      int count = 0;
+      for (int c = 0; c < n; ++c) {
+        if ((s->read & (ec::ChunkMask{1} << c)) && w * window < s->real[c]) ++count;
+      }
+      return count;
+    };
+    auto post = [&](RebuildExecutor::Stripe* s) {
+      while (s->next_post < s->windows && s->next_post < s->next_decode + depth) {
+        const uint64_t w = s->next_post++;
+        for (int c = 0; c < n; ++c) {
+          if (s->slot_of[c] < 0 || w * window >= s->real[c]) continue;
+          const uint64_t len = std::min(window, s->real[c] - w * window);
+          ops.Recv(WindowTag(transfer, s->stripe, c, w), slot_ptr(s, w, s->slot_of[c]), len,
+                   RecvCookie(s->stripe, c, w));
+        }
+      }
+    };
+    Status failure;
+    auto decode_ready = [&](RebuildExecutor::Stripe* s) {
+      while (failure.ok() && s->next_decode < s->windows &&
+             s->arrived[s->next_decode] == expected(s, s->next_decode)) {
+        const uint64_t w = s->next_decode++;
+        const uint64_t wlen = std::min(window, s->length - w * window);
+        std::vector<uint8_t*> chunks(n, nullptr);
+        for (int c = 0; c < n; ++c) {
+          if (s->slot_of[c] < 0) continue;
+          uint8_t* p = slot_ptr(s, w, s->slot_of[c]);
+          const uint64_t have = s->real[c] > w * window ? std::min(wlen, s->real[c] - w * window) : 0;
+          s->in_crc[c] = ec::Checksum({p, have}, s->in_crc[c]);
+          std::memset(p + have, 0, wlen - have);
+          chunks[c] = p;
+          bytes_moved += have;
+        }
+        const ec::Extent out = layout.ChunkExtent(s->stripe, s->target);
+        const bool to_parity = out.buffer == ec::Extent::Buffer::kParity;
+        uint8_t* dst = to_parity ? parity.data() + out.offset + w * window : slot_ptr(s, w, k);
+        if (manifest.replicate()) {
+          std::memcpy(dst, chunks[std::countr_zero(s->read)], wlen);
+        } else {
+          chunks[s->target] = dst;
+          if (Status st = codec->Decode(chunks, s->read, ec::ChunkMask{1} << s->target, wlen);
+              !st.ok()) {
+            failure = st;
+            return;
+          }
+        }
+        const uint64_t have =
+            s->real[s->target] > w * window ? std::min(wlen, s->real[s->target] - w * window) : 0;
+        s->out_crc = ec::Checksum({dst, have}, s->out_crc);
+        if (!to_parity) data.Scatter(out.offset + w * window, dst, have);
+      }
+      post(s);
+    };
+    for (auto* s : todo) {
+      post(s);
+      decode_ready(s);
+    }
+    // Ask the survivors to send (each answers once every window is sent).
+    std::vector<std::future<Status>> senders;
+    for (auto& [holder, rq] : requests) {
+      rq.set_from_node(me_.id);
+      rq.set_job_id(job_id);
+      rq.set_step(step);
+      rq.set_transfer_id(transfer);
+      rq.set_window_bytes(window);
+      rq.set_deadline_ms(static_cast<uint32_t>(options_.round_timeout.count()));
+      senders.push_back(std::async(std::launch::async, [this, holder = holder, &rq]() -> Status {
+        v1::ReadChunksResponse resp;
+        auto ctx = Context(options_.round_timeout + options_.rpc_timeout);
+        return FromGrpc(PeerAt(holder).stub->ReadChunks(ctx.get(), rq, &resp))
+            .WithContext("reading from " + PeerAt(holder).id);
+      }));
+    }
+    HOLDFAST_FAILPOINT("rebuild.reading");
+    const auto deadline = Clock::now() + options_.round_timeout;
+    std::map<int, RebuildExecutor::Stripe*> by_stripe;
+    for (auto* s : todo) by_stripe[s->stripe] = s;
+    auto remaining = [&] {
+      for (auto* s : todo) {
+        if (s->next_decode < s->windows) return true;
+      }
+      return false;
+    };
+    while (failure.ok() && remaining()) {
+      // A survivor whose ReadChunks failed will send nothing more.
+      for (size_t i = 0; i < senders.size(); ++i) {
+        if (senders[i].valid() &&
+            senders[i].wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+          Status st = senders[i].get();
+          if (!st.ok()) failure = st;
+        }
+      }
+      if (!failure.ok()) break;
+      auto ev = ops.Next(std::min(deadline, Clock::now() + std::chrono::milliseconds(200)));
+      if (!ev) {
+        if (Clock::now() >= deadline) failure = Status::DeadlineExceeded("rebuild read timed out");
+        continue;
+      }
+      if (!ev->status.ok()) {
+        failure = ev->status;
+        break;
+      }
+      const int stripe = static_cast<int>(ev->cookie >> 56);
+      const uint64_t w = ev->cookie & ((uint64_t{1} << 48) - 1);
+      auto* s = by_stripe.at(stripe);
+      ++s->arrived[w];
+      decode_ready(s);
+    }
+    ops.CancelAll();
+    for (auto& f : senders) {
+      if (f.valid()) f.wait();
+    }
+    if (!failure.ok()) {
+      // Whoever did not finish sending is treated as lost for the next pass.
+      spdlog::warn("rebuild of job {} step {}: {}; retrying without the failed survivors", job_id,
+                   step, failure.ToString());
+      for (auto& [holder, rq] : requests) {
+        bool finished = true;
+        for (auto* s : todo) {
+          for (int c = 0; c < n; ++c) {
+            if (s->slot_of[c] >= 0 && layout.NodeOf(s->stripe, c) == holder &&
+                s->next_decode < s->windows) {
+              finished = false;
+            }
+          }
+        }
+        if (!finished) {
+          alive &= ~(ec::NodeMask{1} << holder);
+          MarkDown(PeerAt(holder), failure);
+        }
+      }
+      continue;
+    }
+    // Checksums: inputs against the manifest (a corrupted survivor chunk is
+    // excluded and the stripe redone), then the rebuilt chunk.
+    for (auto* s : todo) {
+      for (int c = 0; c < n; ++c) {
+        if (s->slot_of[c] < 0) continue;
+        if (s->in_crc[c] != manifest.chunk_crcs(s->stripe * n + c)) {
+          spdlog::error("rebuild of job {} step {}: chunk {} of stripe {} on {} is CORRUPTED "
+                        "(checksum mismatch); reading another survivor",
+                        job_id, step, c, s->stripe, PeerAt(layout.NodeOf(s->stripe, c)).id);
+          s->bad |= ec::ChunkMask{1} << c;
+        }
+      }
+      if (s->bad & s->read) continue;
+      if (s->out_crc != manifest.chunk_crcs(s->stripe * n + s->target)) {
+        return release(Status::DataLoss("job " + job_id + " step " + std::to_string(step) +
+                                        ": rebuilt chunk of stripe " + std::to_string(s->stripe) +
+                                        " does not match its recorded checksum"));
+      }
+      s->done = true;
+    }
+  }
+
+  // Every rebuilt rank part is checked against its commit-time checksums
+  // before anything is recorded or served.
+  std::vector<std::pair<v1::RankManifestRecord, Segment>> parts;
+  if (sizes[me] > 0 && !have_local) {
+    for (int i = 0; i < mine.ranks_size(); ++i) {
+      v1::RankManifestRecord rec = mine.ranks(i);
+      if (Status s = VerifyRankPart(new_segments[i].data(), new_segments[i].bytes(), rec); !s.ok()) {
+        return release(s.WithContext("job " + job_id + " step " + std::to_string(step)));
+      }
+      rec.set_segment_name(new_segments[i].name());
+      rec.set_segment_bytes(new_segments[i].bytes());
+    }
+    for (int i = 0; i < mine.ranks_size(); ++i) {
+      v1::RankManifestRecord rec = mine.ranks(i);
+      rec.set_segment_name(new_segments[i].name());
+      rec.set_segment_bytes(new_segments[i].bytes());
+      parts.emplace_back(std::move(rec), std::move(new_segments[i]));
+    }
+    new_segments.clear();
+    v1::JobRecord job;
+    job.set_job_id(job_id);
+    job.set_world_size(manifest.world_size());
+    for (const auto& rk : mine.ranks()) job.add_local_ranks(rk.rank());
+    Status adopted = OnLoop([&] { return manager_->AdoptVersion(job, step, std::move(parts)); });
+    if (!adopted.ok()) {
+      // AdoptVersion freed the data segments it was given.
+      return release(adopted.WithContext("recording the rebuilt version"));
+    }
+    have_local = true;  // pinned once by AdoptVersion, for the protection
+  }
+  Protection p;
+  p.record = manifest;
+  p.record.set_position(me);
+  p.record.set_parity_segment(parity.valid() ? parity.name() : "");
+  p.record.set_parity_bytes(parity.valid() ? parity.bytes() : 0);
+  CatalogBatch batch;
+  batch.put_protections.push_back(p.record);
+  if (Status s = catalog_->Apply(batch); !s.ok()) return release(s.WithContext("catalog"));
+  if (parity.valid()) p.parity = std::make_shared<Segment>(std::move(parity));
+  p.pinned = sizes[me] > 0;
+  {
+    std::lock_guard lock(mu_);
+    protections_[{job_id, step}] = std::move(p);
+    ++versions_rebuilt_;
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  spdlog::info("rebuilt job {} step {}: {} chunks, {:.1f} MiB read from survivors in {:.3f} s "
+               "({:.2f} GB/s); {}",
+               job_id, step, stripes.size(), bytes_moved / double(1 << 20), secs,
+               bytes_moved / secs / 1e9, have_local && sizes[me] > 0 ? "data verified" : "parity only");
+  return Status::Ok();
+}
+
+void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateResponse>>& states) {
+  const int n = static_cast<int>(states.size());
+  const int me = position();
+  const int k = options_.config.code.mode == CodeSpec::Mode::kErasure ? options_.config.code.k : 1;
+  // What the other members agree is protected.
+  std::map<std::string, std::map<int64_t, ec::NodeMask>> holders;  // job -> step -> members
+  int answered = 0;
+  for (int p = 0; p < n; ++p) {
+    if (p == me || !states[p]) continue;
+    ++answered;
+    for (const auto& js : states[p]->jobs()) {
+      for (const auto& pr : js.protected_()) holders[js.job_id()][pr.step()] |= ec::NodeMask{1} << p;
+    }
+  }
+  if (answered < k) return;
+  for (const auto& [job, steps] : holders) {
+    int64_t mine = -1;
+    bool busy = false;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [key, p] : protections_) {
+        if (key.first == job) mine = std::max(mine, key.second);
+      }
+      for (const auto& [id, pr] : pending_) busy = busy || pr.job_id == job;
+      for (const auto& key : protecting_) busy = busy || key.first == job;
+    }
+    if (busy) continue;
+    for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+      const auto& [step, mask] = *it;
+      if (step <= mine || std::popcount(mask) < k) break;
+      // The manifest, from the first holder that gives it.
+      std::optional<v1::ProtectionRecord> manifest;
+      for (int p = 0; p < n && !manifest; ++p) {
+        if (!(mask & (ec::NodeMask{1} << p))) continue;
+        v1::GetManifestRequest req;
+        req.set_from_node(me_.id);
+        req.set_job_id(job);
+        req.set_step(step);
+        v1::GetManifestResponse resp;
+        auto ctx = Context(options_.rpc_timeout);
+        if (PeerAt(p).stub->GetManifest(ctx.get(), req, &resp).ok()) manifest = resp.manifest();
+      }
+      if (!manifest) break;
+      {
+        std::lock_guard lock(mu_);
+        rebuilding_ = true;
+      }
+      spdlog::warn("job {} step {} is protected by the group but not here: rebuilding it", job,
+                   step);
+      Status s = Rebuild(*manifest, mask);
+      {
+        std::lock_guard lock(mu_);
+        rebuilding_ = false;
+        if (!s.ok()) last_error_ = s.ToString();
+      }
+      if (s.ok()) break;  // the newest rebuildable version is what matters
+      spdlog::error("REBUILD FAILED for job {} step {}: {}{}", job, step, s.ToString(),
+                    s.code() == StatusCode::kDataLoss ? "; falling back to an older protected version"
+                                                      : "; retrying later");
+      if (s.code() != StatusCode::kDataLoss) break;
+    }
+  }
+}
+
+}  // namespace holdfast::smp
