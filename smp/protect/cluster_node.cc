@@ -265,6 +265,9 @@ Result<Transport::EndpointId> ClusterNode::EnsureEndpoint(Peer& peer, bool force
   *req.mutable_from() = Identity();
   v1::HelloResponse resp;
   auto ctx = Context(options_.rpc_timeout);
+  // Through a channel still backing off from an earlier failure: wait for
+  // it to connect (a peer asking us to send to it is up).
+  ctx->set_wait_for_ready(force);
   Status s = FromGrpc(peer.stub->Hello(ctx.get(), req, &resp));
   if (s.ok() && resp.me().node_id() != peer.id) {
     s = Status::FailedPrecondition("the node at " + options_.config.nodes[peer.node].control +
@@ -361,6 +364,15 @@ grpc::Status ClusterNode::GroupState(grpc::ServerContext*, const v1::GroupStateR
   for (const auto& key : protecting_) {
     if (auto it = by_job.find(key.first); it != by_job.end()) {
       it->second->set_protecting_step(key.second);
+    }
+  }
+  std::map<std::string, const Protection*> newest;
+  for (const auto& [key, p] : protections_) newest[key.first] = &p;  // ascending steps
+  for (const auto& [job, p] : newest) {
+    auto it = by_job.find(job);
+    if (it == by_job.end()) continue;
+    for (const auto& mem : p->record.members()) {
+      if (mem.ranks_size() > 0) it->second->add_members_with_ranks(mem.node_id());
     }
   }
   return grpc::Status::OK;
@@ -535,16 +547,21 @@ void ClusterNode::MaybeProtect(const std::string& job_id,
   const int n = static_cast<int>(states.size());
   // Every member must answer and none may be rebuilding or protecting.
   std::optional<std::set<int64_t>> common;  // complete on every member with ranks
-  int64_t protected_everywhere = -1;
-  std::optional<int64_t> min_newest_protected;
+  // Only steps newer than any member's newest protected one: a member that
+  // lacks a protected version rebuilds it, the group never protects that
+  // step again (which could replace good records with a member's hole).
+  int64_t newest_protected = -1;
+  std::set<std::string> need_ranks;  // members that had ranks in a protected version
+  std::set<std::string> have_ranks;
   for (int p = 0; p < n; ++p) {
     if (!states[p] || states[p]->rebuilding()) return;
-    int64_t newest_protected = -1;
     for (const auto& js : states[p]->jobs()) {
       if (js.job_id() != job_id) continue;
       if (js.protecting_step() >= 0) return;
       for (const auto& pr : js.protected_()) newest_protected = std::max(newest_protected, pr.step());
+      need_ranks.insert(js.members_with_ranks().begin(), js.members_with_ranks().end());
       if (js.local_ranks_size() == 0) continue;
+      have_ranks.insert(states[p]->node_id());
       std::set<int64_t> steps;
       for (const auto& c : js.complete()) steps.insert(c.step());
       if (!common) {
@@ -556,12 +573,13 @@ void ClusterNode::MaybeProtect(const std::string& job_id,
         common = std::move(both);
       }
     }
-    min_newest_protected = std::min(min_newest_protected.value_or(newest_protected), newest_protected);
   }
-  protected_everywhere = min_newest_protected.value_or(-1);
+  for (const std::string& node : need_ranks) {
+    if (!have_ranks.count(node)) return;  // its ranks are not back yet (a replacement)
+  }
   if (!common || common->empty()) return;
   const int64_t candidate = *common->rbegin();
-  if (candidate <= protected_everywhere) return;
+  if (candidate <= newest_protected) return;
   const auto t0 = Clock::now();
   Status s = RunRound(job_id, candidate, states);
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();

@@ -7,6 +7,7 @@
 #include <bit>
 #include <cstring>
 #include <random>
+#include <set>
 
 #include "core/failpoint.h"
 #include "holdfast/ec/checksum.h"
@@ -181,6 +182,7 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
   }
   uint64_t bytes_moved = 0;
   ec::NodeMask alive = holders & ~(ec::NodeMask{1} << me);
+  bool transient_losses = false;  // survivors dropped for failing, not for missing data
   for (int pass = 0; pass <= m + 1; ++pass) {
     std::vector<RebuildExecutor::Stripe*> todo;
     for (auto& s : stripes) {
@@ -202,6 +204,10 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
       }
       available &= ~s->bad;
       s->read = FirstK(available, k);
+      if (s->read == 0 && transient_losses) {
+        return release(Status::Unavailable("job " + job_id + " step " + std::to_string(step) +
+                                           ": survivors failed while sending; retrying later"));
+      }
       if (s->read == 0) {
         std::string lost;
         for (int p = 0; p < n; ++p) {
@@ -319,13 +325,19 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
       }
       return false;
     };
+    std::vector<int> sender_pos;
+    for (auto& [holder, rq] : requests) sender_pos.push_back(holder);
+    std::set<int> failed_senders;
     while (failure.ok() && remaining()) {
       // A survivor whose ReadChunks failed will send nothing more.
       for (size_t i = 0; i < senders.size(); ++i) {
         if (senders[i].valid() &&
             senders[i].wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
           Status st = senders[i].get();
-          if (!st.ok()) failure = st;
+          if (!st.ok()) {
+            failure = st;
+            failed_senders.insert(sender_pos[i]);
+          }
         }
       }
       if (!failure.ok()) break;
@@ -345,27 +357,20 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
       decode_ready(s);
     }
     ops.CancelAll();
-    for (auto& f : senders) {
-      if (f.valid()) f.wait();
+    for (size_t i = 0; i < senders.size(); ++i) {
+      if (!senders[i].valid()) continue;
+      if (Status st = senders[i].get(); !st.ok() && !failure.ok()) failed_senders.insert(sender_pos[i]);
     }
     if (!failure.ok()) {
-      // Whoever did not finish sending is treated as lost for the next pass.
+      // A survivor whose ReadChunks failed is one more lost position for the
+      // next pass; a failure nobody owns (a timeout) ends this attempt, to be
+      // retried at the next poll.
+      if (failed_senders.empty()) return release(Status::Unavailable(failure.ToString()));
       spdlog::warn("rebuild of job {} step {}: {}; retrying without the failed survivors", job_id,
                    step, failure.ToString());
-      for (auto& [holder, rq] : requests) {
-        bool finished = true;
-        for (auto* s : todo) {
-          for (int c = 0; c < n; ++c) {
-            if (s->slot_of[c] >= 0 && layout.NodeOf(s->stripe, c) == holder &&
-                s->next_decode < s->windows) {
-              finished = false;
-            }
-          }
-        }
-        if (!finished) {
-          alive &= ~(ec::NodeMask{1} << holder);
-          MarkDown(PeerAt(holder), failure);
-        }
+      for (int holder : failed_senders) {
+        alive &= ~(ec::NodeMask{1} << holder);
+        transient_losses = true;
       }
       continue;
     }

@@ -317,11 +317,22 @@ Daemon::~Daemon() {
   RemoveAll(shm_dir_);
 }
 
+void Daemon::WipeMemory() {
+  EXPECT_FALSE(process_.Running()) << "wipe a stopped daemon";
+  RemoveAll(shm_dir_);
+  RemoveAll(data_dir_);
+  std::error_code ec;
+  fs::create_directories(shm_dir_, ec);
+  EXPECT_FALSE(ec) << "cannot create " << shm_dir_ << ": " << ec.message();
+  std::ofstream log(log_path_, std::ios::app);
+  log << "==== harness: shared memory and data directory wiped (the node's RAM is lost) ====\n";
+}
+
 ::testing::AssertionResult Daemon::Start() {
   if (process_.Running()) return ::testing::AssertionFailure() << "holdfastd already runs";
   std::vector<std::string> argv = {HOLDFAST_HOLDFASTD_PATH,
                                    "--node-id",
-                                   "test",
+                                   options_.node_id,
                                    "--socket",
                                    socket_path_,
                                    "--data-dir",
@@ -343,6 +354,7 @@ Daemon::~Daemon() {
     argv.insert(argv.end(), {"--write-timeout-s", std::to_string(*options_.write_timeout_s)});
   }
   if (options_.verify) argv.insert(argv.end(), {"--verify", *options_.verify});
+  argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   {
     std::ofstream log(log_path_, std::ios::app);
     log << "==== harness: starting holdfastd";

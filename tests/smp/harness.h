@@ -130,6 +130,9 @@ struct DaemonOptions {
   // --verify: commit, background or off; unset: the daemon's default.
   std::optional<std::string> verify = std::nullopt;
   std::string log_level = "debug";
+  std::string node_id = "test";
+  // Appended to holdfastd's command line (e.g. {"--cluster", FILE}).
+  std::vector<std::string> extra_args = {};
   // Extra environment, e.g. {"HOLDFAST_FAILPOINTS", "commit.after_verify=kill"}.
   std::map<std::string, std::string> env = {};
 };
@@ -155,6 +158,9 @@ class Daemon {
   // Waits for the daemon to end on its own (e.g. a failpoint's SIGKILL).
   std::optional<ExitInfo> WaitExit(std::chrono::milliseconds timeout);
   bool Running();
+  // Removes the shared-memory and data directories of a stopped daemon: the
+  // next Start() is a replacement node that lost its RAM and catalog.
+  void WipeMemory();
   // Stop (or Kill when `hard`) then Start, on the same directories.
   ::testing::AssertionResult Restart(bool hard = false);
 
@@ -166,6 +172,7 @@ class Daemon {
   const std::string& shm_prefix() const { return shm_prefix_; }
   const std::string& log_path() const { return log_path_; }
   pid_t pid() const { return process_.pid(); }
+  const std::string& root() const { return root_; }
 
   // Segment files (with this daemon's prefix) in the shm directory.
   std::vector<std::string> SegmentFiles() const;

@@ -1,0 +1,219 @@
+#include "cluster_harness.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+namespace holdfast::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+int g_clusters = 0;
+
+}  // namespace
+
+TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) {
+  const char* tmp = std::getenv("TMPDIR");
+  root_ = std::string((tmp != nullptr && *tmp != '\0') ? tmp : "/tmp") + "/hf-cluster-" +
+          std::to_string(getpid()) + "-" + std::to_string(g_clusters++);
+  std::error_code ec;
+  fs::remove_all(root_, ec);
+  fs::create_directories(root_, ec);
+  cluster_file_ = root_ + "/cluster.yaml";
+  for (int i = 0; i < 2 * options_.nodes; ++i) ports_.push_back(FreePort());
+  WriteClusterFile(ClusterFileText(), cluster_file_);
+  for (int i = 0; i < options_.nodes; ++i) {
+    DaemonOptions d;
+    d.node_id = NodeId(i);
+    d.memory_budget = options_.memory_budget;
+    d.extra_args = {"--cluster", cluster_file_, "--ucx-tls", "tcp", "--ucx-net-devices", "lo"};
+    d.env = options_.env;
+    daemons_.push_back(std::make_unique<Daemon>(std::move(d)));
+  }
+}
+
+TestCluster::~TestCluster() {
+  daemons_.clear();
+  std::error_code ec;
+  fs::remove_all(root_, ec);
+}
+
+std::string TestCluster::ClusterFileText() const {
+  std::string text = "cluster_id: " + options_.cluster_id + "\n";
+  if (options_.copies > 0) {
+    text += "code: {mode: replicate, copies: " + std::to_string(options_.copies) + "}\n";
+  } else {
+    text += "code: {k: " + std::to_string(options_.k) + ", m: " + std::to_string(options_.m) + "}\n";
+  }
+  text += "window: " + options_.window + "\n";
+  if (!options_.protect_bandwidth.empty()) {
+    text += "protect_bandwidth: " + options_.protect_bandwidth + "\n";
+  }
+  text += "nodes:\n";
+  for (int i = 0; i < options_.nodes; ++i) {
+    text += "  - {id: " + NodeId(i) + ", control: 127.0.0.1:" + std::to_string(ports_[2 * i]) +
+            ", data: 127.0.0.1:" + std::to_string(ports_[2 * i + 1]) + "}\n";
+  }
+  return text;
+}
+
+void TestCluster::WriteClusterFile(const std::string& text, const std::string& path) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+}
+
+::testing::AssertionResult TestCluster::StartAll() {
+  for (int i = 0; i < size(); ++i) {
+    if (auto r = Start(i); !r) return r;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult TestCluster::Start(int i) { return daemons_[i]->Start(); }
+
+void TestCluster::Kill(int i, bool wipe) {
+  daemons_[i]->Kill();
+  if (wipe) daemons_[i]->WipeMemory();
+}
+
+ToolOptions TestCluster::Tool(const std::string& job, int rank, int world, uint64_t item_bytes,
+                              uint64_t seed) const {
+  ToolOptions t;
+  t.socket = daemons_[rank % size()]->socket_path();
+  t.job = job;
+  t.rank = rank;
+  t.world_size = world;
+  t.items = 3 + rank % 2;  // ranks of different sizes
+  t.item_bytes = item_bytes + 4096 * static_cast<uint64_t>(rank);
+  t.seed = seed;
+  return t;
+}
+
+::testing::AssertionResult TestCluster::Save(const std::string& job, int world, int64_t first,
+                                             int64_t last, uint64_t item_bytes) {
+  std::vector<std::unique_ptr<ToolProcess>> tools;
+  const std::string steps = std::to_string(first) + ":" + std::to_string(last);
+  for (int r = 0; r < world; ++r) {
+    tools.push_back(std::make_unique<ToolProcess>(Tool(job, r, world, item_bytes),
+                                                  std::vector<std::string>{"save", "--steps", steps}));
+  }
+  for (int r = 0; r < world; ++r) {
+    if (!tools[r]->WaitForOutput("committed " + std::to_string(last), Scaled(60s))) {
+      return ::testing::AssertionFailure()
+             << "rank " << r << " did not commit step " << last << ": " << tools[r]->Kill().Describe();
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult TestCluster::Verify(const std::string& job, int world,
+                                               std::optional<int64_t> step, uint64_t item_bytes) {
+  for (int r = 0; r < world; ++r) {
+    std::vector<std::string> cmd = {"verify"};
+    if (step) cmd.insert(cmd.end(), {"--step", std::to_string(*step)});
+    const ToolRun run = RunTool(Tool(job, r, world, item_bytes), cmd);
+    if (!run.ok()) {
+      return ::testing::AssertionFailure() << "rank " << r << " on " << NodeId(r % size())
+                                           << " could not restore: " << run.Describe();
+    }
+    if (step && run.verified != step) {
+      return ::testing::AssertionFailure() << "rank " << r << " restored step "
+                                           << run.verified.value_or(-1) << ", not " << *step;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::optional<v1::GetStatusResponse> TestCluster::Status(int i) {
+  if (!daemons_[i]->Running()) return std::nullopt;
+  RawClient client(daemons_[i]->socket_path(), 2s);
+  v1::GetStatusResponse resp;
+  if (!client.GetStatus(&resp).ok()) return std::nullopt;
+  return resp;
+}
+
+std::optional<int64_t> TestCluster::RestorePoint(int i, const std::string& job) {
+  auto st = Status(i);
+  if (!st) return std::nullopt;
+  for (const auto& j : st->cluster().jobs()) {
+    if (j.job_id() == job) return j.restore_point();
+  }
+  return -1;
+}
+
+::testing::AssertionResult TestCluster::WaitRestorePoint(const std::string& job, int64_t step,
+                                                         std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + Scaled(timeout);
+  std::string last;
+  while (Clock::now() < deadline) {
+    bool all = true;
+    last.clear();
+    for (int i = 0; i < size(); ++i) {
+      if (!daemons_[i]->Running()) continue;
+      auto rp = RestorePoint(i, job);
+      last += NodeId(i) + "=" + (rp ? std::to_string(*rp) : "?") + " ";
+      if (!rp || *rp < step) all = false;
+    }
+    if (all) return ::testing::AssertionSuccess();
+    std::this_thread::sleep_for(50ms);
+  }
+  return ::testing::AssertionFailure() << "restore point of " << job << " did not reach " << step
+                                       << ": " << last;
+}
+
+::testing::AssertionResult TestCluster::WaitHolds(int i, const std::string& job, int64_t step,
+                                                  std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + Scaled(timeout);
+  while (Clock::now() < deadline) {
+    if (auto st = Status(i); st && !st->cluster().rebuilding()) {
+      for (const auto& j : st->cluster().jobs()) {
+        if (j.job_id() == job && j.newest_protected_step() >= step) {
+          return ::testing::AssertionSuccess();
+        }
+      }
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  return ::testing::AssertionFailure() << NodeId(i) << " does not hold " << job << " step "
+                                       << step << " protected";
+}
+
+::testing::AssertionResult TestCluster::WaitError(int i, const std::string& text,
+                                                  std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + Scaled(timeout);
+  std::string last;
+  while (Clock::now() < deadline) {
+    if (auto st = Status(i)) {
+      last = st->cluster().last_error();
+      if (last.find(text) != std::string::npos) return ::testing::AssertionSuccess();
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  return ::testing::AssertionFailure() << NodeId(i) << " did not report '" << text
+                                       << "'; last error: " << last;
+}
+
+}  // namespace holdfast::testing

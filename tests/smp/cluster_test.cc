@@ -1,0 +1,299 @@
+// Cross-node protection with real holdfastd processes and real UCX over
+// loopback (docs/cluster.md): protection rounds, the restore point, losing
+// nodes with their RAM, rebuilding them bit for bit, corrupted chunks, more
+// losses than the code tolerates, peers that disagree, and random kills
+// during protection and rebuild.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "cluster_harness.h"
+
+namespace holdfast::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr uint64_t kItemBytes = 600 << 10;  // 3-4 items per rank: ~2 MiB per node
+
+ClusterOptions Ec(int k, int m) {
+  ClusterOptions o;
+  o.nodes = k + m;
+  o.k = k;
+  o.m = m;
+  return o;
+}
+
+ClusterOptions Replicated(int copies) {
+  ClusterOptions o;
+  o.nodes = copies + 1;
+  o.copies = copies;
+  return o;
+}
+
+// Flips bytes spread over every file of node i's shared memory whose size
+// is at least `min_bytes` (its data or parity segments).
+int CorruptSegments(Daemon& d, uint64_t min_bytes) {
+  int corrupted = 0;
+  for (const auto& entry : fs::directory_iterator(d.shm_dir())) {
+    const uint64_t size = entry.file_size();
+    if (size < min_bytes) continue;
+    std::fstream f(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
+    for (uint64_t off = size / 16; off < size; off += size / 8) {
+      f.seekg(static_cast<std::streamoff>(off));
+      char c = 0;
+      f.read(&c, 1);
+      c = static_cast<char>(c ^ 0x5a);
+      f.seekp(static_cast<std::streamoff>(off));
+      f.write(&c, 1);
+    }
+    ++corrupted;
+  }
+  return corrupted;
+}
+
+TEST(ClusterTest, TwoPlusOneProtectsAndRebuildsEachLostNode) {
+  TestCluster cluster(Ec(2, 1));
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 3, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 3));
+  // Parity per node is m/k of the group's data per node, up to rounding.
+  for (int i = 0; i < 3; ++i) {
+    auto st = cluster.Status(i);
+    ASSERT_TRUE(st);
+    EXPECT_GT(st->cluster().parity_bytes(), 0u);
+    EXPECT_EQ(st->cluster().members_size(), 3);
+  }
+  for (int lost = 0; lost < 3; ++lost) {
+    SCOPED_TRACE("lost " + TestCluster::NodeId(lost));
+    cluster.Kill(lost, /*wipe=*/true);
+    ASSERT_TRUE(cluster.Start(lost));
+    ASSERT_TRUE(cluster.WaitHolds(lost, "j", 3));
+    ASSERT_TRUE(cluster.Verify("j", 3, 3, kItemBytes));
+    ASSERT_TRUE(cluster.Verify("j", 3, std::nullopt, kItemBytes));  // "latest" = restore point
+  }
+  // Training goes on after the losses: a new step is protected again.
+  ASSERT_TRUE(cluster.Save("j", 3, 4, 4, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 4));
+  ASSERT_TRUE(cluster.Verify("j", 3, 4, kItemBytes));
+}
+
+TEST(ClusterTest, NodeWithoutRanksHoldsParityAndIsRebuilt) {
+  // Two ranks on n0 and n1; n2 only holds parity.
+  TestCluster cluster(Ec(2, 1));
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 2, 1, 2, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 2));
+  cluster.Kill(2, /*wipe=*/true);
+  ASSERT_TRUE(cluster.Start(2));
+  ASSERT_TRUE(cluster.WaitHolds(2, "j", 2));
+  // Now lose a rank's node: rebuilt with the rebuilt parity.
+  cluster.Kill(1, /*wipe=*/true);
+  ASSERT_TRUE(cluster.Start(1));
+  ASSERT_TRUE(cluster.WaitHolds(1, "j", 2));
+  ASSERT_TRUE(cluster.Verify("j", 2, 2, kItemBytes));
+}
+
+TEST(ClusterTest, FourPlusTwoSurvivesTwoLossesAtOnce) {
+  TestCluster cluster(Ec(4, 2));
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 6, 1, 2, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 2));
+  auto rng = TestRng();
+  std::vector<int> order = {0, 1, 2, 3, 4, 5};
+  std::shuffle(order.begin(), order.end(), rng);
+  const int a = order[0], b = order[1];
+  SCOPED_TRACE("lost " + TestCluster::NodeId(a) + " and " + TestCluster::NodeId(b));
+  cluster.Kill(a, /*wipe=*/true);
+  cluster.Kill(b, /*wipe=*/true);
+  ASSERT_TRUE(cluster.Start(a));
+  ASSERT_TRUE(cluster.Start(b));
+  ASSERT_TRUE(cluster.WaitHolds(a, "j", 2));
+  ASSERT_TRUE(cluster.WaitHolds(b, "j", 2));
+  ASSERT_TRUE(cluster.Verify("j", 6, 2, kItemBytes));
+}
+
+TEST(ClusterTest, MoreLossesThanParityIsAClearErrorNeverWrongBytes) {
+  TestCluster cluster(Ec(2, 1));
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 1));
+  cluster.Kill(0, /*wipe=*/true);
+  cluster.Kill(1, /*wipe=*/true);
+  ASSERT_TRUE(cluster.Start(0));
+  ASSERT_TRUE(cluster.Start(1));
+  // n2 alone still has its records; the replacements cannot rebuild from one
+  // survivor and say so, naming the version.
+  ASSERT_TRUE(cluster.WaitError(0, "cannot be rebuilt", 30s) ||
+              cluster.WaitError(0, "fewer than k", 5s));
+  auto st = cluster.Status(0);
+  ASSERT_TRUE(st);
+  EXPECT_NE(st->cluster().last_error().find("job j step 1"), std::string::npos)
+      << st->cluster().last_error();
+  // Nothing is served on the replacements.
+  const ToolRun run = RunTool(cluster.Tool("j", 0, 3, kItemBytes), {"verify", "--step", "1"});
+  EXPECT_FALSE(run.ok()) << run.Describe();
+}
+
+TEST(ClusterTest, CorruptedSurvivorChunkIsDetectedAndAnotherIsRead) {
+  TestCluster cluster(Ec(4, 2));
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 6, 1, 1, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 1));
+  cluster.Kill(0, /*wipe=*/true);
+  // Every segment of n1 (its data and parity) gets flipped bytes.
+  ASSERT_GT(CorruptSegments(cluster.node(1), 4096), 0);
+  ASSERT_TRUE(cluster.Start(0));
+  ASSERT_TRUE(cluster.WaitHolds(0, "j", 1));
+  // n0 is whole again: its rank restores bit for bit.
+  const ToolRun run = RunTool(cluster.Tool("j", 0, 6, kItemBytes), {"verify", "--step", "1"});
+  EXPECT_TRUE(run.ok()) << run.Describe();
+  EXPECT_NE(cluster.node(0).Log().find("CORRUPTED"), std::string::npos);
+}
+
+TEST(ClusterTest, CorruptionBeyondParityFailsClearly) {
+  TestCluster cluster(Ec(2, 1));
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 1));
+  cluster.Kill(0, /*wipe=*/true);
+  ASSERT_GT(CorruptSegments(cluster.node(2), 4096), 0);
+  ASSERT_TRUE(cluster.Start(0));
+  ASSERT_TRUE(cluster.WaitError(0, "fewer than k"));
+  const ToolRun run = RunTool(cluster.Tool("j", 0, 3, kItemBytes), {"verify", "--step", "1"});
+  EXPECT_FALSE(run.ok()) << run.Describe();
+}
+
+TEST(ClusterTest, ReplicationModeRebuildsFromACopy) {
+  TestCluster cluster(Replicated(2));
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 2, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 2));
+  // Two copies: any two nodes may go.
+  cluster.Kill(0, /*wipe=*/true);
+  cluster.Kill(2, /*wipe=*/true);
+  ASSERT_TRUE(cluster.Start(0));
+  ASSERT_TRUE(cluster.Start(2));
+  ASSERT_TRUE(cluster.WaitHolds(0, "j", 2));
+  ASSERT_TRUE(cluster.WaitHolds(2, "j", 2));
+  ASSERT_TRUE(cluster.Verify("j", 3, 2, kItemBytes));
+  // Parity (copies) per node: 2x its data.
+  auto st = cluster.Status(1);
+  ASSERT_TRUE(st);
+  EXPECT_GT(st->cluster().parity_bytes(), 0u);
+}
+
+TEST(ClusterTest, PeerWithAnotherClusterFileIsRefused) {
+  TestCluster cluster(Ec(2, 1));
+  // n2 reads a file that differs in the window size.
+  std::string text = cluster.ClusterFileText();
+  text.replace(text.find("window: 256KiB"), 14, "window: 512KiB");
+  const std::string other = cluster.cluster_file() + ".n2";
+  cluster.WriteClusterFile(text, other);
+  auto& args = cluster.node(2).options().extra_args;
+  args[1] = other;
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 2, 1, 1, kItemBytes));
+  std::this_thread::sleep_for(Scaled(1500ms));
+  auto st = cluster.Status(0);
+  ASSERT_TRUE(st);
+  EXPECT_FALSE(st->cluster().members(2).up());
+  EXPECT_EQ(cluster.RestorePoint(0, "j"), -1);  // nothing is protected without n2
+  EXPECT_NE(cluster.node(0).Log().find("every node must read the same cluster file"),
+            std::string::npos);
+}
+
+// Random kill points during protection: a member (or the coordinator) is
+// SIGKILLed at a random moment while ranks save; after it restarts (memory
+// kept: a crashed daemon) protection catches up, the restore point never
+// went backwards, and it restores bit for bit.
+TEST(ClusterTest, RandomKillsDuringProtectionLoseNothing) {
+  TestCluster cluster(Ec(2, 1));
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 1));
+  auto rng = TestRng();
+  const int trials = Trials(kSanitized ? 2 : 4);
+  int64_t step = 1;
+  int64_t last_rp = 1;
+  for (int t = 0; t < trials; ++t) {
+    const int victim = static_cast<int>(rng() % 3);
+    const bool wipe = rng() % 2 == 0;
+    const auto delay = std::chrono::milliseconds(rng() % 400);
+    SCOPED_TRACE("trial " + std::to_string(t) + ": kill " + TestCluster::NodeId(victim) +
+                 (wipe ? " with its memory" : "") + " after " + std::to_string(delay.count()) +
+                 " ms");
+    // Ranks on the other nodes keep saving while the victim dies.
+    std::vector<std::unique_ptr<ToolProcess>> tools;
+    const std::string steps = std::to_string(step + 1) + ":" + std::to_string(step + 3);
+    for (int r = 0; r < 3; ++r) {
+      tools.push_back(std::make_unique<ToolProcess>(
+          cluster.Tool("j", r, 3, kItemBytes), std::vector<std::string>{"save", "--steps", steps}));
+    }
+    std::this_thread::sleep_for(delay);
+    cluster.Kill(victim, wipe);
+    for (auto& tool : tools) tool->process().Wait(Scaled(30s));
+    tools.clear();
+    ASSERT_TRUE(cluster.Start(victim));
+    // The restore point seen by the survivors never moved back.
+    for (int i = 0; i < 3; ++i) {
+      auto rp = cluster.RestorePoint(i, "j");
+      if (rp && *rp >= 0) {
+        EXPECT_GE(*rp, last_rp) << TestCluster::NodeId(i);
+      }
+    }
+    // The victim's rank redoes the steps its node lost (a trainer resuming).
+    step += 4;
+    ASSERT_TRUE(cluster.Save("j", 3, step, step, kItemBytes));
+    ASSERT_TRUE(cluster.WaitRestorePoint("j", step));
+    ASSERT_TRUE(cluster.Verify("j", 3, step, kItemBytes));
+    last_rp = step;
+  }
+}
+
+// A kill in the middle of a rebuild: the replacement restarts and finishes.
+TEST(ClusterTest, KillDuringRebuildThenFinish) {
+  if (!kFailpoints) GTEST_SKIP() << "holdfastd built without failpoints";
+  TestCluster cluster(Ec(2, 1));
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 2, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 2));
+  cluster.Kill(1, /*wipe=*/true);
+  cluster.node(1).options().env["HOLDFAST_FAILPOINTS"] = "rebuild.reading=kill";
+  ASSERT_TRUE(cluster.Start(1));
+  ASSERT_TRUE(cluster.node(1).WaitExit(Scaled(30s)));
+  cluster.node(1).options().env.erase("HOLDFAST_FAILPOINTS");
+  ASSERT_TRUE(cluster.Start(1));
+  ASSERT_TRUE(cluster.WaitHolds(1, "j", 2));
+  ASSERT_TRUE(cluster.Verify("j", 3, 2, kItemBytes));
+}
+
+// A member killed at each named point of a protection round (its roles
+// started, its roles done but the round not concluded, the round recorded):
+// after it restarts with its memory, the group protects the version, the
+// member holds its share and every rank restores bit for bit.
+TEST(ClusterTest, KillAtEachProtectionPointThenCatchUp) {
+  if (!kFailpoints) GTEST_SKIP() << "holdfastd built without failpoints";
+  for (const char* point : {"protect.roles_started", "protect.roles_done", "protect.after_record"}) {
+    SCOPED_TRACE(point);
+    TestCluster cluster(Ec(2, 1));
+    const int victim = point[8] == 'a' ? 2 : 0;  // the coordinator too
+    cluster.node(victim).options().env["HOLDFAST_FAILPOINTS"] = std::string(point) + "=kill";
+    ASSERT_TRUE(cluster.StartAll());
+    ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
+    ASSERT_TRUE(cluster.node(victim).WaitExit(Scaled(30s)));
+    cluster.node(victim).options().env.erase("HOLDFAST_FAILPOINTS");
+    ASSERT_TRUE(cluster.Start(victim));
+    ASSERT_TRUE(cluster.WaitRestorePoint("j", 1));
+    ASSERT_TRUE(cluster.WaitHolds(victim, "j", 1));
+    ASSERT_TRUE(cluster.Verify("j", 3, 1, kItemBytes));
+  }
+}
+
+}  // namespace
+}  // namespace holdfast::testing

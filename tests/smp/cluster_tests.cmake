@@ -1,0 +1,18 @@
+# Cross-node protection tests (docs/cluster.md): several holdfastd processes
+# on loopback, UCX over tcp. Included from tests/smp/CMakeLists.txt; paths are
+# relative to this file. Each test starts its own cluster; they run one at a
+# time (RUN_SERIAL) so that the 2-core machines are not oversubscribed.
+add_library(holdfast_smp_cluster_harness STATIC ${CMAKE_CURRENT_LIST_DIR}/cluster_harness.cc)
+target_include_directories(holdfast_smp_cluster_harness PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(holdfast_smp_cluster_harness
+  PUBLIC holdfast_smp_daemon_harness
+  PRIVATE holdfast_warnings)
+
+add_executable(holdfast_smp_cluster_test ${CMAKE_CURRENT_LIST_DIR}/cluster_test.cc)
+target_link_libraries(holdfast_smp_cluster_test PRIVATE
+  holdfast_smp_cluster_harness GTest::gtest_main holdfast_warnings)
+add_dependencies(holdfast_smp_cluster_test holdfastd holdfast_snapshot_tool)
+gtest_discover_tests(holdfast_smp_cluster_test
+  TEST_PREFIX "smp."
+  DISCOVERY_TIMEOUT 60
+  PROPERTIES TIMEOUT 900 LABELS "smp;cluster" RUN_SERIAL TRUE)
