@@ -94,7 +94,8 @@ ClusterNode::ClusterNode(ClusterNodeOptions options, SnapshotManager* manager, C
       manager_(manager),
       catalog_(catalog),
       loop_(loop),
-      transport_(transport) {}
+      transport_(transport),
+      endpoint_pool_(std::make_unique<protect_internal::EndpointPool>(transport)) {}
 
 Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(ClusterNodeOptions options,
                                                          SnapshotManager* manager,
@@ -246,14 +247,17 @@ ClusterNode::Peer& ClusterNode::PeerAt(int position) { return *members_[position
 
 void ClusterNode::MarkDown(Peer& peer, const Status& why) {
   Transport::EndpointId old = 0;
+  std::string address;
   {
     std::lock_guard lock(mu_);
     if (peer.up) spdlog::warn("peer {} is down: {}", peer.id, why.ToString());
     peer.up = false;
     old = peer.endpoint;
     peer.endpoint = 0;
+    address = peer.ucx_address;
   }
   if (old != 0) transport_->Disconnect(old);
+  if (!address.empty()) endpoint_pool_->Forget(address);
 }
 
 Result<Transport::EndpointId> ClusterNode::EnsureEndpoint(Peer& peer, bool force) {
@@ -274,6 +278,15 @@ Result<Transport::EndpointId> ClusterNode::EnsureEndpoint(Peer& peer, bool force
                                    " is " + resp.me().node_id() + ", not " + peer.id);
   }
   if (!s.ok()) {
+    if (s.code() == StatusCode::kFailedPrecondition) {
+      // A refusal, not an outage: the operator must fix a configuration.
+      std::lock_guard lock(mu_);
+      if (peer.refusal != s.message()) {
+        peer.refusal = s.message();
+        last_error_ = "peer " + peer.id + " refused this node: " + s.message();
+        spdlog::error("peer {} refused this node: {}", peer.id, s.message());
+      }
+    }
     MarkDown(peer, s);
     return s.WithContext("hello to " + peer.id);
   }
@@ -288,6 +301,14 @@ Result<Transport::EndpointId> ClusterNode::EnsureEndpoint(Peer& peer, bool force
     old = peer.endpoint;
   }
   if (old != 0) transport_->Disconnect(old);
+  std::string old_address;
+  {
+    std::lock_guard lock(mu_);
+    old_address = peer.ucx_address;
+  }
+  if (!old_address.empty() && old_address != resp.me().ucx_address()) {
+    endpoint_pool_->Forget(old_address);
+  }
   HOLDFAST_ASSIGN_OR_RETURN(ep, transport_->Connect(resp.me().ucx_address()));
   std::lock_guard lock(mu_);
   if (peer.incarnation != 0 && peer.incarnation != resp.me().incarnation()) {
@@ -301,6 +322,12 @@ Result<Transport::EndpointId> ClusterNode::EnsureEndpoint(Peer& peer, bool force
   return ep;
 }
 
+Result<std::string> ClusterNode::PeerAddress(Peer& peer, bool force) {
+  HOLDFAST_RETURN_IF_ERROR(EnsureEndpoint(peer, force).status());
+  std::lock_guard lock(mu_);
+  return peer.ucx_address;
+}
+
 // ---- the Peer service ---------------------------------------------------------------
 
 grpc::Status ClusterNode::Hello(grpc::ServerContext*, const v1::HelloRequest* req,
@@ -312,6 +339,8 @@ grpc::Status ClusterNode::Hello(grpc::ServerContext*, const v1::HelloRequest* re
         options_.config.cluster_id + "'"));
   }
   if (from.config_hash() != config_hash_) {
+    spdlog::warn("refusing node {}: its cluster file hash {:016x} differs from ours {:016x}",
+                 from.node_id(), from.config_hash(), config_hash_);
     return ToGrpcStatus(Status::FailedPrecondition(
         fmt::format("node {} has cluster file hash {:016x}, this node {:016x}: every node must "
                     "read the same cluster file",
@@ -378,10 +407,29 @@ grpc::Status ClusterNode::GroupState(grpc::ServerContext*, const v1::GroupStateR
   return grpc::Status::OK;
 }
 
-grpc::Status ClusterNode::Protect(grpc::ServerContext*, const v1::ProtectRequest* req,
+grpc::Status ClusterNode::Protect(grpc::ServerContext* ctx, const v1::ProtectRequest* req,
                                   v1::ProtectResponse* resp) {
   if (Status s = CheckCaller(req->from_node()); !s.ok()) return ToGrpcStatus(s);
   const Key key{req->job_id(), req->step()};
+  // A new round of the job means the coordinator is done with any earlier
+  // one this member still holds unconcluded (it died, or the Conclude was
+  // lost): free those.
+  std::vector<PendingRound> dead;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second.job_id == key.first) {
+        dead.push_back(std::move(it->second));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (PendingRound& pr : dead) {
+    if (pr.parity) OnLoop([&] { manager_->FreeSegment(*pr.parity); return 0; });
+    if (pr.pinned) OnLoop([&] { manager_->UnpinVersion(pr.job_id, pr.step); return 0; });
+  }
   {
     std::lock_guard lock(mu_);
     for (const auto& running : protecting_) {
@@ -394,7 +442,7 @@ grpc::Status ClusterNode::Protect(grpc::ServerContext*, const v1::ProtectRequest
     if (rebuilding_) return ToGrpcStatus(Status::Unavailable("this node is rebuilding"));
     protecting_.insert(key);
   }
-  auto result = RunRoles(*req);
+  auto result = RunRoles(*req, [ctx] { return ctx->IsCancelled(); });
   {
     std::lock_guard lock(mu_);
     protecting_.erase(key);
@@ -440,10 +488,10 @@ grpc::Status ClusterNode::ReadChunks(grpc::ServerContext*, const v1::ReadChunksR
     return ToGrpcStatus(Status(StatusCode::kPermissionDenied, req->from_node() + " is not in this group"));
   }
   // The requester may be a replacement with a new address: always re-hello.
-  auto ep = EnsureEndpoint(*requester, /*force=*/true);
-  if (!ep.ok()) return ToGrpcStatus(ep.status());
+  auto address = PeerAddress(*requester, /*force=*/true);
+  if (!address.ok()) return ToGrpcStatus(address.status());
   uint64_t sent = 0;
-  Status s = SendChunks(*req, *ep, &sent);
+  Status s = SendChunks(*req, *address, &sent);
   resp->set_bytes_sent(sent);
   return ToGrpcStatus(s);
 }
@@ -632,23 +680,32 @@ Status ClusterNode::RunRound(const std::string& job_id, int64_t step,
 
   std::vector<Result<v1::ProtectResponse>> results(n, Status::Unavailable("not called"));
   {
+    // The first member to fail cancels the others' calls: their roles stop
+    // at once instead of waiting for windows that will never come.
+    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+    for (int p = 0; p < n; ++p) {
+      contexts.push_back(Context(options_.round_timeout + options_.rpc_timeout));
+    }
+    std::atomic<bool> failed{false};
     std::vector<std::future<void>> calls;
     for (int p = 0; p < n; ++p) {
       calls.push_back(std::async(std::launch::async, [&, p] {
         v1::ProtectResponse resp;
-        auto ctx = Context(options_.round_timeout + options_.rpc_timeout);
-        Status s = FromGrpc(PeerAt(p).stub->Protect(ctx.get(), req, &resp));
+        Status s = FromGrpc(PeerAt(p).stub->Protect(contexts[p].get(), req, &resp));
         results[p] = s.ok() ? Result<v1::ProtectResponse>(std::move(resp))
                             : Result<v1::ProtectResponse>(s.WithContext(PeerAt(p).id));
+        if (!s.ok() && !failed.exchange(true)) {
+          for (int q = 0; q < n; ++q) {
+            if (q != p) contexts[q]->TryCancel();
+          }
+        }
       }));
     }
+    for (auto& c : calls) c.wait();
   }
   Status failure;
   for (const auto& r : results) {
-    if (!r.ok()) {
-      failure = r.status();
-      break;
-    }
+    if (!r.ok() && (failure.ok() || failure.code() == StatusCode::kCancelled)) failure = r.status();
   }
   v1::ConcludeRequest conclude;
   conclude.set_from_node(me_.id);

@@ -46,6 +46,7 @@
 #include "holdfast/ec/layout.h"
 #include "holdfast/v1/peer.grpc.pb.h"
 #include "holdfast/v1/snapshot.pb.h"
+#include "protect/data_path.h"
 #include "transport/transport.h"
 
 namespace holdfast::smp {
@@ -136,6 +137,7 @@ class ClusterNode final : public v1::Peer::Service {
     Transport::EndpointId endpoint = 0;
     bool up = false;
     bool rebuilding = false;
+    std::string refusal;  // the last Hello refusal logged (once each)
   };
 
   ClusterNode(ClusterNodeOptions options, SnapshotManager* manager, Catalog* catalog,
@@ -154,6 +156,8 @@ class ClusterNode final : public v1::Peer::Service {
   // incarnation and a UCX endpoint. Marks it up or down.
   Result<Transport::EndpointId> EnsureEndpoint(Peer& peer, bool force = false);
   void MarkDown(Peer& peer, const Status& why);
+  // The peer's UCX worker address (Hello first if needed, or if `force`).
+  Result<std::string> PeerAddress(Peer& peer, bool force = false);
 
   // ---- poll thread ----
   void PollLoop();
@@ -173,8 +177,11 @@ class ClusterNode final : public v1::Peer::Service {
   void MaybeRebuild(const std::vector<std::optional<v1::GroupStateResponse>>& states);
 
   // ---- member roles (member_roles.cc) ----
-  Result<v1::ProtectResponse> RunRoles(const v1::ProtectRequest& req);
-  Status SendChunks(const v1::ReadChunksRequest& req, Transport::EndpointId endpoint,
+  // `cancelled` says the coordinator abandoned the round.
+  Result<v1::ProtectResponse> RunRoles(const v1::ProtectRequest& req,
+                                       const std::function<bool()>& cancelled);
+  // Sends to the worker at `address` over endpoints of its own.
+  Status SendChunks(const v1::ReadChunksRequest& req, const std::string& address,
                     uint64_t* bytes_sent);
   // Records a concluded round (manifest + parity) and frees protections
   // that `keep` does not name and that are older than `step`.
@@ -197,6 +204,8 @@ class ClusterNode final : public v1::Peer::Service {
   NodeSpec me_;
   uint64_t config_hash_ = 0;
   std::vector<std::unique_ptr<Peer>> members_;   // my group, by position (me included)
+  // Endpoints of rounds and transfers (data_path.h), reused across them.
+  std::unique_ptr<protect_internal::EndpointPool> endpoint_pool_;
   std::map<int, std::unique_ptr<Peer>> others_;  // nodes of other groups, by node index
 
   mutable std::mutex mu_;
@@ -210,6 +219,7 @@ class ClusterNode final : public v1::Peer::Service {
   uint64_t rounds_failed_ = 0;                         // guarded by mu_
   uint64_t versions_rebuilt_ = 0;                      // guarded by mu_
   std::string last_error_;                             // guarded by mu_
+  std::set<Key> reported_losses_;                      // guarded by mu_
 
   std::mutex pace_mu_;
   std::chrono::steady_clock::time_point pace_next_;  // token bucket, guarded by pace_mu_

@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "holdfast/ec/status.h"
@@ -112,6 +113,83 @@ class OpTracker {
 
   Transport* const transport_;
   std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+// Endpoints of one round or transfer, taken from a shared idle pool and
+// given back when the transfer succeeded. Closing an endpoint right after a
+// send completed can cancel the peer's receive of it (UCX reports a send
+// done once the buffer is free, not once it was received), so endpoints
+// are not closed after success. After a failure they are closed: that is
+// the only way to end a send UCX cannot cancel (a rendezvous whose receiver
+// gave up); DisconnectAll() before the OpTracker waits for its operations.
+// Declare this after the OpTracker (so it is destroyed first).
+class EndpointPool {
+ public:
+  explicit EndpointPool(Transport* transport) : transport_(transport) {}
+  ~EndpointPool() {
+    for (auto& [address, eps] : idle_) {
+      for (Transport::EndpointId ep : eps) transport_->Disconnect(ep);
+    }
+  }
+  Result<Transport::EndpointId> Take(const std::string& address) {
+    {
+      std::lock_guard lock(mu_);
+      auto it = idle_.find(address);
+      if (it != idle_.end() && !it->second.empty()) {
+        const Transport::EndpointId ep = it->second.back();
+        it->second.pop_back();
+        return ep;
+      }
+    }
+    return transport_->Connect(address);
+  }
+  void Give(const std::string& address, Transport::EndpointId ep) {
+    std::lock_guard lock(mu_);
+    idle_[address].push_back(ep);
+  }
+  // Closes the idle endpoints to `address` (its worker is gone).
+  void Forget(const std::string& address) {
+    std::vector<Transport::EndpointId> eps;
+    {
+      std::lock_guard lock(mu_);
+      auto it = idle_.find(address);
+      if (it == idle_.end()) return;
+      eps = std::move(it->second);
+      idle_.erase(it);
+    }
+    for (Transport::EndpointId ep : eps) transport_->Disconnect(ep);
+  }
+
+ private:
+  Transport* const transport_;
+  std::mutex mu_;
+  std::map<std::string, std::vector<Transport::EndpointId>> idle_;  // guarded by mu_
+};
+
+class ScopedEndpoints {
+ public:
+  ScopedEndpoints(Transport* transport, EndpointPool* pool) : transport_(transport), pool_(pool) {}
+  // Gives the endpoints back unless DisconnectAll() ran.
+  ~ScopedEndpoints() {
+    for (auto& [address, ep] : endpoints_) pool_->Give(address, ep);
+  }
+  ScopedEndpoints(const ScopedEndpoints&) = delete;
+  ScopedEndpoints& operator=(const ScopedEndpoints&) = delete;
+
+  Result<Transport::EndpointId> Connect(const std::string& address) {
+    HOLDFAST_ASSIGN_OR_RETURN(Transport::EndpointId ep, pool_->Take(address));
+    endpoints_.emplace_back(address, ep);
+    return ep;
+  }
+  void DisconnectAll() {
+    for (auto& [address, ep] : endpoints_) transport_->Disconnect(ep);
+    endpoints_.clear();
+  }
+
+ private:
+  Transport* const transport_;
+  EndpointPool* const pool_;
+  std::vector<std::pair<std::string, Transport::EndpointId>> endpoints_;
 };
 
 // A member's data buffer: its rank segments in rank order, as one range.

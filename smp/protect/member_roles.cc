@@ -20,6 +20,7 @@ using protect_internal::BufferPart;
 using protect_internal::Cookie;
 using protect_internal::DataBuffer;
 using protect_internal::OpTracker;
+using protect_internal::ScopedEndpoints;
 using protect_internal::Windows;
 using Clock = std::chrono::steady_clock;
 
@@ -62,7 +63,8 @@ class NiceScope {
 
 // ---- Protect: this member's roles -----------------------------------------------------------
 
-Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req) {
+Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req,
+                                                  const std::function<bool()>& cancelled) {
   NiceScope nice(options_.protect_nice);
   const int n = req.member_nodes_size();
   const int me = position();
@@ -115,16 +117,19 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req)
     parity = std::move(seg).value();
   }
 
-  // Endpoints of the peers this member sends to.
+  // Endpoints of the peers this member sends to, for this round only.
+  OpTracker ops(transport_);
+  ScopedEndpoints round_endpoints(transport_, endpoint_pool_.get());
   std::vector<Transport::EndpointId> endpoints(n, 0);
   for (int p = 0; p < n; ++p) {
     if (p == me) continue;
-    auto ep = EnsureEndpoint(PeerAt(p));
+    auto address = PeerAddress(PeerAt(p));
+    Result<Transport::EndpointId> ep =
+        address.ok() ? round_endpoints.Connect(*address) : Result<Transport::EndpointId>(address.status());
     if (!ep.ok()) return release(ep.status().WithContext("peer " + PeerAt(p).id));
     endpoints[p] = *ep;
   }
 
-  OpTracker ops(transport_);
   const uint32_t round = req.round_id();
   const int depth = std::max(1, options_.windows_in_flight);
 
@@ -277,8 +282,16 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req)
   while (failure.ok() &&
          (send_cursor < sends.size() || sends_in_flight > 0 || windows_done < ewindows ||
           parity_recvs > 0)) {
-    auto ev = ops.Next(deadline);
+    auto ev = ops.Next(std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
     if (!ev) {
+      if (cancelled()) {
+        // The coordinator gave up on the round (another member failed) or
+        // died: nothing more will arrive.
+        failure = Status::Cancelled("protection round " + std::to_string(round) +
+                                    " was cancelled by its coordinator");
+        break;
+      }
+      if (Clock::now() < deadline) continue;
       failure = Status::DeadlineExceeded("protection round " + std::to_string(round) +
                                          " timed out in this member's roles");
       break;
@@ -311,6 +324,7 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req)
     }
   }
   if (!failure.ok()) {
+    round_endpoints.DisconnectAll();  // ends sends UCX cannot cancel
     ops.CancelAll();
     spdlog::warn("protection of job {} step {} (round {:08x}) failed here: {}", req.job_id(),
                  req.step(), round, failure.ToString());
@@ -341,7 +355,7 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req)
 
 // ---- ReadChunks: feeding a rebuild --------------------------------------------------------
 
-Status ClusterNode::SendChunks(const v1::ReadChunksRequest& req, Transport::EndpointId endpoint,
+Status ClusterNode::SendChunks(const v1::ReadChunksRequest& req, const std::string& address,
                                uint64_t* bytes_sent) {
   NiceScope nice(options_.protect_nice);
   const Key key{req.job_id(), req.step()};
@@ -385,6 +399,13 @@ Status ClusterNode::SendChunks(const v1::ReadChunksRequest& req, Transport::Endp
   const int depth = std::max(1, options_.windows_in_flight);
   const auto deadline = Clock::now() + std::chrono::milliseconds(req.deadline_ms());
   OpTracker ops(transport_);
+  ScopedEndpoints endpoints(transport_, endpoint_pool_.get());
+  auto connected = endpoints.Connect(address);
+  if (!connected.ok()) {
+    unpin();
+    return connected.status();
+  }
+  const Transport::EndpointId endpoint = *connected;
   std::map<Cookie, std::vector<uint8_t>> bounces;
   int in_flight = 0;
   Status failure;
@@ -425,7 +446,10 @@ Status ClusterNode::SendChunks(const v1::ReadChunksRequest& req, Transport::Endp
     else if (!ev->status.ok()) failure = ev->status;
     else --in_flight;
   }
-  if (!failure.ok()) ops.CancelAll();
+  if (!failure.ok()) {
+    endpoints.DisconnectAll();
+    ops.CancelAll();
+  }
   unpin();
   return failure;
 }

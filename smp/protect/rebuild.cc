@@ -478,7 +478,26 @@ void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateRes
     if (busy) continue;
     for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
       const auto& [step, mask] = *it;
-      if (step <= mine || std::popcount(mask) < k) break;
+      if (step <= mine) break;
+      if (std::popcount(mask) < k) {
+        // Fewer members than k hold it: unrecoverable here, say so once.
+        std::lock_guard lock(mu_);
+        if (reported_losses_.insert({job, step}).second) {
+          std::string holders_list;
+          for (int p = 0; p < n; ++p) {
+            if (mask & (ec::NodeMask{1} << p)) {
+              holders_list += (holders_list.empty() ? "" : ", ") + PeerAt(p).id;
+            }
+          }
+          last_error_ = "DATA_LOSS: job " + job + " step " + std::to_string(step) + " group " +
+                        std::to_string(placement_.group) + " cannot be rebuilt: only " +
+                        std::to_string(std::popcount(mask)) + " members hold it (" + holders_list +
+                        "), fewer than k = " + std::to_string(k) +
+                        "; more members were lost than the code tolerates";
+          spdlog::error("{}", last_error_);
+        }
+        continue;  // an older version may still be held by enough members
+      }
       // The manifest, from the first holder that gives it.
       std::optional<v1::ProtectionRecord> manifest;
       for (int p = 0; p < n && !manifest; ++p) {
