@@ -68,6 +68,23 @@ class OpTracker {
     return state_->outstanding;
   }
 
+  // Cancels what can be cancelled (unmatched receives) and waits until
+  // every callback ran or `deadline`; false at the deadline (sends UCX
+  // cannot cancel are still in flight).
+  bool CancelAndWait(std::chrono::steady_clock::time_point deadline) {
+    std::vector<Transport::OpId> ops;
+    {
+      std::lock_guard lock(state_->mu);
+      for (const auto& [serial, op] : state_->live) ops.push_back(op);
+    }
+    for (Transport::OpId op : ops) transport_->Cancel(op);
+    std::unique_lock lock(state_->mu);
+    const bool done =
+        state_->cv.wait_until(lock, deadline, [&] { return state_->outstanding == 0; });
+    if (done) state_->events.clear();
+    return done;
+  }
+
   // Cancels every operation in flight and waits until each callback ran.
   void CancelAll() {
     std::vector<Transport::OpId> ops;
@@ -251,6 +268,28 @@ class DataBuffer {
   std::vector<uint64_t> starts_;
   uint64_t total_ = 0;
 };
+
+// Ends a failed transfer without disturbing live peers. Closing an
+// endpoint to a live peer can cancel its other transfers from us, so:
+//   1. sink receives absorb every window this side still expected (`missing`
+//      tags; a peer's rendezvous send only completes once received),
+//   2. this side's own operations are cancelled where UCX can (receives) and
+//      awaited for `grace` (its sends complete once the peer drains them),
+//   3. only sends still stuck after that (the peer is gone) are ended by
+//      closing this transfer's endpoints,
+//   4. the sinks are cancelled.
+inline void DrainFailedTransfer(Transport* transport, OpTracker& ops, ScopedEndpoints& endpoints,
+                                const std::vector<uint64_t>& missing, uint64_t capacity,
+                                std::chrono::milliseconds grace) {
+  OpTracker sinks(transport);
+  std::vector<uint8_t> scratch(capacity);  // garbage by design: never read
+  for (uint64_t tag : missing) sinks.Recv(tag, scratch.data(), capacity, 0);
+  if (!ops.CancelAndWait(std::chrono::steady_clock::now() + grace)) {
+    endpoints.DisconnectAll();
+    ops.CancelAll();
+  }
+  sinks.CancelAll();
+}
 
 inline uint64_t Windows(uint64_t length, uint64_t window) {
   return (length + window - 1) / window;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 
 #include "core/failpoint.h"
 #include "holdfast/ec/checksum.h"
@@ -34,6 +35,12 @@ Cookie MakeCookie(Kind kind, int stripe, int chunk, uint64_t window) {
          (window & ((uint64_t{1} << 40) - 1));
 }
 Kind KindOf(Cookie c) { return static_cast<Kind>(c >> 56); }
+int StripeOf(Cookie c) { return static_cast<int>((c >> 48) & 0xff); }
+int ChunkOf(Cookie c) { return static_cast<int>((c >> 40) & 0xff); }
+
+// How long a failed transfer waits for its peers to drain its sends before
+// it closes its endpoints (docs/cluster.md, "Failure cases").
+constexpr std::chrono::milliseconds kDrainGrace{2000};
 uint64_t WindowOf(Cookie c) { return c & ((uint64_t{1} << 40) - 1); }
 
 // Lowers this thread's priority for protection work and restores it.
@@ -201,6 +208,14 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req,
   };
   uint8_t* const p0_base = parity.valid() ? parity.data() + p0.offset : nullptr;
   std::vector<int> arrived(ewindows, 0);
+  // Every window this member expects and has not received yet (for draining
+  // after a failure).
+  std::set<uint64_t> expected_tags;
+  for (uint64_t w = 0; w < ewindows; ++w) {
+    for (int c = 0; c < k; ++c) {
+      if (w * window < real[c]) expected_tags.insert(WindowTag(round, er, c, w));
+    }
+  }
   std::vector<int> forwards_pending(ewindows, 0);
   uint64_t next_encode = 0, next_post = 0, windows_done = 0;
   uint64_t p0_crc = 0;
@@ -270,6 +285,7 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req,
       const uint64_t len = std::min(window, e.length - w * window);
       ops.Recv(WindowTag(round, r, c, w), parity.data() + e.offset + w * window, len,
                MakeCookie(kRecvParity, r, c, w));
+      expected_tags.insert(WindowTag(round, r, c, w));
       ++parity_recvs;
     }
   }
@@ -308,6 +324,7 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req,
         post_sends();
         break;
       case kRecvData:
+        expected_tags.erase(WindowTag(round, StripeOf(ev->cookie), ChunkOf(ev->cookie), w));
         ++arrived[w];
         encode_ready();
         post_encoder_recvs();
@@ -317,6 +334,7 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req,
         post_encoder_recvs();
         break;
       case kRecvParity:
+        expected_tags.erase(WindowTag(round, StripeOf(ev->cookie), ChunkOf(ev->cookie), w));
         --parity_recvs;
         break;
       default:
@@ -324,8 +342,9 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req,
     }
   }
   if (!failure.ok()) {
-    round_endpoints.DisconnectAll();  // ends sends UCX cannot cancel
-    ops.CancelAll();
+    protect_internal::DrainFailedTransfer(
+        transport_, ops, round_endpoints,
+        std::vector<uint64_t>(expected_tags.begin(), expected_tags.end()), window, kDrainGrace);
     spdlog::warn("protection of job {} step {} (round {:08x}) failed here: {}", req.job_id(),
                  req.step(), round, failure.ToString());
     return release(failure);
@@ -447,8 +466,7 @@ Status ClusterNode::SendChunks(const v1::ReadChunksRequest& req, const std::stri
     else --in_flight;
   }
   if (!failure.ok()) {
-    endpoints.DisconnectAll();
-    ops.CancelAll();
+    protect_internal::DrainFailedTransfer(transport_, ops, endpoints, {}, window, kDrainGrace);
   }
   unpin();
   return failure;

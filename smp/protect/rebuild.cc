@@ -21,6 +21,7 @@ using proto::FromGrpc;
 using protect_internal::BufferPart;
 using protect_internal::DataBuffer;
 using protect_internal::OpTracker;
+using protect_internal::ScopedEndpoints;
 using protect_internal::Windows;
 using Clock = std::chrono::steady_clock;
 
@@ -356,7 +357,23 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
       ++s->arrived[w];
       decode_ready(s);
     }
-    ops.CancelAll();
+    {
+      // Windows not received yet: drain them so that survivors still sending
+      // finish cleanly (data_path.h).
+      std::vector<uint64_t> missing;
+      for (auto* s : todo) {
+        for (int c = 0; c < n; ++c) {
+          if (s->slot_of[c] < 0) continue;
+          for (uint64_t w = s->next_decode; w < s->windows; ++w) {
+            if (w * window < s->real[c]) missing.push_back(WindowTag(transfer, s->stripe, c, w));
+          }
+        }
+      }
+      if (failure.ok()) missing.clear();
+      ScopedEndpoints none(transport_, endpoint_pool_.get());
+      protect_internal::DrainFailedTransfer(transport_, ops, none, missing, window,
+                                            std::chrono::milliseconds(2000));
+    }
     for (size_t i = 0; i < senders.size(); ++i) {
       if (!senders[i].valid()) continue;
       if (Status st = senders[i].get(); !st.ok() && !failure.ok()) failed_senders.insert(sender_pos[i]);
