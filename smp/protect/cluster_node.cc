@@ -164,7 +164,22 @@ void ClusterNode::Stop() {
     stop_ = true;
   }
   stop_cv_.notify_all();
+  {
+    // A round or rebuild in progress ends now rather than at its deadline.
+    std::lock_guard lock(calls_mu_);
+    for (grpc::ClientContext* ctx : long_calls_) ctx->TryCancel();
+  }
   poller_.join();
+}
+
+void ClusterNode::TrackCall(grpc::ClientContext* ctx, bool add) {
+  std::lock_guard lock(calls_mu_);
+  if (add) {
+    long_calls_.insert(ctx);
+    if (stop_) ctx->TryCancel();
+  } else {
+    long_calls_.erase(ctx);
+  }
 }
 
 // ---- hooks ------------------------------------------------------------------------------
@@ -599,6 +614,8 @@ void ClusterNode::MaybeProtect(const std::string& job_id,
   // lacks a protected version rebuilds it, the group never protects that
   // step again (which could replace good records with a member's hole).
   int64_t newest_protected = -1;
+  std::map<int64_t, std::set<int>> protected_ranks;  // ranks each protected step covers
+  std::map<int64_t, std::set<int>> complete_ranks;   // ranks whose parts are complete, by step
   std::set<std::string> need_ranks;  // members that had ranks in a protected version
   std::set<std::string> have_ranks;
   for (int p = 0; p < n; ++p) {
@@ -606,7 +623,13 @@ void ClusterNode::MaybeProtect(const std::string& job_id,
     for (const auto& js : states[p]->jobs()) {
       if (js.job_id() != job_id) continue;
       if (js.protecting_step() >= 0) return;
-      for (const auto& pr : js.protected_()) newest_protected = std::max(newest_protected, pr.step());
+      for (const auto& pr : js.protected_()) {
+        newest_protected = std::max(newest_protected, pr.step());
+        protected_ranks[pr.step()].insert(pr.ranks().begin(), pr.ranks().end());
+      }
+      for (const auto& c : js.complete()) {
+        complete_ranks[c.step()].insert(c.ranks().begin(), c.ranks().end());
+      }
       need_ranks.insert(js.members_with_ranks().begin(), js.members_with_ranks().end());
       if (js.local_ranks_size() == 0) continue;
       have_ranks.insert(states[p]->node_id());
@@ -627,7 +650,15 @@ void ClusterNode::MaybeProtect(const std::string& job_id,
   }
   if (!common || common->empty()) return;
   const int64_t candidate = *common->rbegin();
-  if (candidate <= newest_protected) return;
+  // A member whose trainer had not registered yet looked like a member
+  // without ranks, so the newest protected step may cover fewer ranks than
+  // the group now has: protect it again, with more data, never less.
+  const bool covers_more =
+      candidate == newest_protected &&
+      std::includes(complete_ranks[candidate].begin(), complete_ranks[candidate].end(),
+                    protected_ranks[candidate].begin(), protected_ranks[candidate].end()) &&
+      complete_ranks[candidate].size() > protected_ranks[candidate].size();
+  if (candidate < newest_protected || (candidate == newest_protected && !covers_more)) return;
   const auto t0 = Clock::now();
   Status s = RunRound(job_id, candidate, states);
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -691,7 +722,9 @@ Status ClusterNode::RunRound(const std::string& job_id, int64_t step,
     for (int p = 0; p < n; ++p) {
       calls.push_back(std::async(std::launch::async, [&, p] {
         v1::ProtectResponse resp;
+        TrackCall(contexts[p].get(), true);
         Status s = FromGrpc(PeerAt(p).stub->Protect(contexts[p].get(), req, &resp));
+        TrackCall(contexts[p].get(), false);
         results[p] = s.ok() ? Result<v1::ProtectResponse>(std::move(resp))
                             : Result<v1::ProtectResponse>(s.WithContext(PeerAt(p).id));
         if (!s.ok() && !failed.exchange(true)) {
@@ -821,6 +854,13 @@ int64_t ClusterNode::ComputeRestorePoint(
     }
   }
   int64_t best = -1;
+  if (spdlog::should_log(spdlog::level::trace)) {
+    std::string seen;
+    for (const auto& [step, ranks] : covered) {
+      seen += " " + std::to_string(step) + ":" + std::to_string(ranks.size()) + "ranks";
+    }
+    spdlog::trace("restore point of {} (world {}): protected steps{}", job_id, world_size, seen);
+  }
   for (const auto& [step, ranks] : covered) {
     if (static_cast<int>(ranks.size()) == world_size && *ranks.begin() == 0 &&
         *ranks.rbegin() == world_size - 1) {

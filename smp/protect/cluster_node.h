@@ -224,6 +224,12 @@ class ClusterNode final : public v1::Peer::Service {
   std::mutex pace_mu_;
   std::chrono::steady_clock::time_point pace_next_;  // token bucket, guarded by pace_mu_
 
+  // Client calls of the poll thread that may last long (Protect,
+  // ReadChunks): Stop() cancels them. Guarded by calls_mu_.
+  std::mutex calls_mu_;
+  std::set<grpc::ClientContext*> long_calls_;
+  void TrackCall(grpc::ClientContext* ctx, bool add);
+
   std::atomic<bool> stop_{false};
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

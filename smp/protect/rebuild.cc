@@ -312,8 +312,11 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
       senders.push_back(std::async(std::launch::async, [this, holder = holder, &rq]() -> Status {
         v1::ReadChunksResponse resp;
         auto ctx = Context(options_.round_timeout + options_.rpc_timeout);
-        return FromGrpc(PeerAt(holder).stub->ReadChunks(ctx.get(), rq, &resp))
-            .WithContext("reading from " + PeerAt(holder).id);
+        TrackCall(ctx.get(), true);
+        Status st = FromGrpc(PeerAt(holder).stub->ReadChunks(ctx.get(), rq, &resp))
+                        .WithContext("reading from " + PeerAt(holder).id);
+        TrackCall(ctx.get(), false);
+        return st;
       }));
     }
     HOLDFAST_FAILPOINT("rebuild.reading");
@@ -342,6 +345,10 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
         }
       }
       if (!failure.ok()) break;
+      if (stop_) {
+        failure = Status::Cancelled("the daemon is stopping");
+        break;
+      }
       auto ev = ops.Next(std::min(deadline, Clock::now() + std::chrono::milliseconds(200)));
       if (!ev) {
         if (Clock::now() >= deadline) failure = Status::DeadlineExceeded("rebuild read timed out");

@@ -49,6 +49,7 @@ TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) 
     DaemonOptions d;
     d.node_id = NodeId(i);
     d.memory_budget = options_.memory_budget;
+    if (const char* level = std::getenv("HOLDFAST_CLUSTER_LOG_LEVEL")) d.log_level = level;
     d.extra_args = {"--cluster", cluster_file_, "--ucx-tls", "tcp", "--ucx-net-devices", "lo"};
     d.env = options_.env;
     daemons_.push_back(std::make_unique<Daemon>(std::move(d)));

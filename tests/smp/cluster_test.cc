@@ -69,6 +69,21 @@ TEST(ClusterTest, TwoPlusOneProtectsAndRebuildsEachLostNode) {
     EXPECT_GT(st->cluster().parity_bytes(), 0u);
     EXPECT_EQ(st->cluster().members_size(), 3);
   }
+  // `list` tells protected versions from local-only ones.
+  {
+    RawClient client(cluster.node(0).socket_path());
+    v1::ListVersionsResponse list;
+    ASSERT_TRUE(IsOk(client.List("j", &list)));
+    bool saw_protected = false;
+    for (const auto& v : list.versions()) {
+      EXPECT_EQ(v.state(), v.step() == 3 ? v1::VERSION_STATE_PROTECTED : v1::VERSION_STATE_COMPLETE)
+          << "step " << v.step();
+      saw_protected = saw_protected || v.step() == 3;
+    }
+    EXPECT_TRUE(saw_protected);
+    ASSERT_EQ(list.restore_points_size(), 1);
+    EXPECT_EQ(list.restore_points(0).step(), 3);
+  }
   for (int lost = 0; lost < 3; ++lost) {
     SCOPED_TRACE("lost " + TestCluster::NodeId(lost));
     cluster.Kill(lost, /*wipe=*/true);
@@ -186,6 +201,23 @@ TEST(ClusterTest, ReplicationModeRebuildsFromACopy) {
   auto st = cluster.Status(1);
   ASSERT_TRUE(st);
   EXPECT_GT(st->cluster().parity_bytes(), 0u);
+}
+
+// protect_bandwidth caps what a node sends for protection: a round moving
+// ~2 MiB per node under a 4 MiB/s cap cannot finish in less than ~0.5 s
+// (a lower bound, so the check cannot fail on a slow machine).
+TEST(ClusterTest, ProtectionBandwidthIsCapped) {
+  ClusterOptions o = Ec(2, 1);
+  o.protect_bandwidth = "4MiB";
+  TestCluster cluster(o);
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 1));
+  const std::string log = cluster.node(0).Log();
+  const size_t at = log.find("step 1 protected in ");
+  ASSERT_NE(at, std::string::npos) << "no coordinator line in n0's log";
+  const double ms = std::stod(log.substr(at + 20));
+  EXPECT_GE(ms, 400.0) << "a round of ~2 MiB per node under a 4 MiB/s cap took " << ms << " ms";
 }
 
 TEST(ClusterTest, PeerWithAnotherClusterFileIsRefused) {
