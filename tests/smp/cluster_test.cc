@@ -299,7 +299,9 @@ TEST(ClusterTest, KillDuringRebuildThenFinish) {
   cluster.node(1).options().env["HOLDFAST_FAILPOINTS"] = "rebuild.reading=kill";
   // The rebuild may start (and the failpoint kill it) before the harness
   // sees the daemon answer.
-  if (cluster.Start(1)) ASSERT_TRUE(cluster.node(1).WaitExit(Scaled(30s)));
+  if (cluster.Start(1)) {
+    ASSERT_TRUE(cluster.node(1).WaitExit(Scaled(30s)));
+  }
   cluster.node(1).options().env.erase("HOLDFAST_FAILPOINTS");
   ASSERT_TRUE(cluster.Start(1));
   ASSERT_TRUE(cluster.WaitHolds(1, "j", 2));
