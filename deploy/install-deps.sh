@@ -19,6 +19,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # Python binding and PyTorch
   pybind11-dev python3-dev python3-torch python3-numpy
+  # network namespaces for the cluster test across namespaces (ip netns, veth, bridge)
+  iproute2
 )
 
 missing=()

@@ -6,8 +6,12 @@ DistributedDataParallel. Every step it snapshots the whole training state to hol
 --resume it first restores the newest step every rank committed and continues from there.
 
 Prints one JSON line per step: {"step": s, "loss": <float.hex()>, "rank": r}; at the end
-{"final": <sha256 of every parameter's bytes>, "rank": r}. With --restored it prints
+{"final": <sha256 of every parameter's bytes>, "rank": r}. With --resume it prints
 {"restored": step} (or null) first.
+
+For the cluster tests: --hidden widens the model (512: ~1 MiB of parameters, ~3 MiB of state with
+Adam's moments), --step-sleep stands for a longer forward/backward, and --hold-after N stops
+after step N is committed ({"holding": N}) until the process is killed.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -24,15 +29,15 @@ import torch.nn.functional as F
 import holdfast
 
 
-def build_model() -> torch.nn.Module:
+def build_model(hidden: int) -> torch.nn.Module:
     return torch.nn.Sequential(
-        torch.nn.Linear(16, 64),
+        torch.nn.Linear(16, hidden),
         torch.nn.ReLU(),
         torch.nn.Dropout(0.3),
-        torch.nn.Linear(64, 64),
+        torch.nn.Linear(hidden, hidden),
         torch.nn.ReLU(),
         torch.nn.Dropout(0.3),
-        torch.nn.Linear(64, 4),
+        torch.nn.Linear(hidden, 4),
     )
 
 
@@ -56,6 +61,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-snapshot", action="store_true")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--step-sleep", type=float, default=0.0)
+    p.add_argument("--hold-after", type=int, default=0)
     args = p.parse_args()
 
     torch.set_num_threads(1)
@@ -65,7 +73,7 @@ def main() -> int:
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
 
     torch.manual_seed(1234)  # the same initial weights on every rank and run
-    model = build_model()
+    model = build_model(args.hidden)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.7)
@@ -108,6 +116,14 @@ def main() -> int:
                     "step": step,
                 },
             )
+        if step == args.hold_after:
+            if handle is not None:
+                handle.wait()
+            emit({"holding": step, "rank": rank})
+            while True:
+                time.sleep(60)
+        if args.step_sleep > 0:
+            time.sleep(args.step_sleep)
     if handle is not None:
         handle.wait()
     digest = hashlib.sha256()
