@@ -209,5 +209,18 @@ TEST(FormGroupsTest, RandomClustersSpreadDomains) {
   }
 }
 
+// The example in deploy/ loads and forms its groups: one 4+2 group over six
+// racks.
+TEST(ClusterConfigTest, ExampleFileLoads) {
+  auto config = LoadClusterFile(std::string(HOLDFAST_SOURCE_DIR) + "/deploy/cluster.example.yaml");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->code.k, 4);
+  EXPECT_EQ(config->code.m, 2);
+  auto groups = FormGroups(*config);
+  ASSERT_TRUE(groups.ok()) << groups.status().ToString();
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ((*groups)[0].members.size(), 6u);
+}
+
 }  // namespace
 }  // namespace holdfast::smp

@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 // A new DaemonConfig field must be added to ExpectSameConfig, the example
 // file, the key list in ExampleFileHoldsEveryKeyWithItsDefault and
 // EveryFieldHasAFlag; this trips when the struct changes, so none is forgotten.
-static_assert(sizeof(DaemonConfig) == 264,
+static_assert(sizeof(DaemonConfig) == 360,
               "DaemonConfig changed: update this test and the example");
 
 void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) {
@@ -37,6 +37,9 @@ void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) 
   EXPECT_EQ(actual.lease_timeout_seconds, expected.lease_timeout_seconds);
   EXPECT_EQ(actual.verify, expected.verify);
   EXPECT_EQ(actual.verify_threads, expected.verify_threads);
+  EXPECT_EQ(actual.cluster_file, expected.cluster_file);
+  EXPECT_EQ(actual.ucx_tls, expected.ucx_tls);
+  EXPECT_EQ(actual.ucx_net_devices, expected.ucx_net_devices);
   EXPECT_EQ(actual.log_level, expected.log_level);
 }
 
@@ -331,6 +334,9 @@ TEST_F(ConfigFileTest, ExampleFileHoldsEveryKeyWithItsDefault) {
       "snapshots.lease_timeout_s",
       "snapshots.verify",
       "snapshots.verify_threads",
+      "cluster.file",
+      "transport.tls",
+      "transport.net_devices",
       "log.level",
   };
   std::set<std::string> keys;
@@ -467,6 +473,12 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
       "off",
       "--verify-threads",
       "3",
+      "--cluster",
+      "/etc/holdfast/cluster.yaml",
+      "--ucx-tls",
+      "tcp",
+      "--ucx-net-devices",
+      "eth1",
       "--log-level",
       "warn",
   });
@@ -484,6 +496,9 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
   expected.lease_timeout_seconds = 6;
   expected.verify = "off";
   expected.verify_threads = 3;
+  expected.cluster_file = "/etc/holdfast/cluster.yaml";
+  expected.ucx_tls = "tcp";
+  expected.ucx_net_devices = "eth1";
   expected.log_level = "warn";
   ExpectSameConfig(*config, expected);
 }
