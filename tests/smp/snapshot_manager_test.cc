@@ -729,5 +729,172 @@ TEST_F(SnapshotManagerTest, VerifyOffLeavesTheChecksumToTheReader) {
   EXPECT_TRUE(HasCode(RestoreAndCheck("j", 0), StatusCode::kDataLoss));
 }
 
+// ---- cluster protection (snapshot_manager_protect.cc) ----------------------
+
+// Steps listed as complete or protected.
+std::vector<int64_t> AllSteps(SnapshotManager& manager, EventLoop& loop, const std::string& job) {
+  std::promise<std::vector<int64_t>> out;
+  loop.Post([&] {
+    v1::ListVersionsRequest req;
+    req.set_job_id(job);
+    v1::ListVersionsResponse resp;
+    std::vector<int64_t> steps;
+    if (manager.List(req, &resp).ok()) {
+      for (const auto& v : resp.versions()) {
+        if (v.state() >= v1::VERSION_STATE_COMPLETE) steps.push_back(v.step());
+      }
+    }
+    out.set_value(steps);
+  });
+  return out.get_future().get();
+}
+
+TEST_F(SnapshotManagerTest, PinnedVersionOutlivesRetentionUntilUnpinned) {
+  ASSERT_TRUE(Register("j", {0}).ok());
+  ASSERT_TRUE(IsOk(Save("j", 0, 1)));
+  auto pin = OnLoop([&] { return manager_->PinVersion("j", 1); });
+  ASSERT_TRUE(IsOk(pin));
+  ASSERT_EQ(pin->parts.size(), 1u);
+  EXPECT_EQ(pin->bytes, pin->parts[0].bytes);
+  EXPECT_EQ(pin->manifests[0].rank(), 0);
+  for (int64_t step = 2; step <= 4; ++step) ASSERT_TRUE(IsOk(Save("j", 0, step)));
+  // Retention keeps two versions besides the pinned one, which stays in the
+  // catalog (it must survive a restart) and readable.
+  EXPECT_EQ(AllSteps(*manager_, *loop_, "j"), (std::vector<int64_t>{1, 3, 4}));
+  EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{1, 3, 4}));
+  EXPECT_EQ(*RestoreAndCheck("j", 0, 1), 1);
+  OnLoop([&] {
+    manager_->UnpinVersion("j", 1);
+    return 0;
+  });
+  EXPECT_EQ(AllSteps(*manager_, *loop_, "j"), (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(CatalogSteps("j"), (std::vector<int64_t>{3, 4}));
+  EXPECT_TRUE(HasCode(OnLoop([&] { return manager_->PinVersion("j", 1); }).status(), StatusCode::kNotFound));
+}
+
+TEST_F(SnapshotManagerTest, ProtectionSegmentsCountAgainstTheBudget) {
+  NewManager(4 << 20);
+  const uint64_t before = GetStatus().memory_used_bytes();
+  auto seg = OnLoop([&] { return manager_->AllocateSegment(1 << 20); });
+  ASSERT_TRUE(IsOk(seg));
+  EXPECT_EQ(GetStatus().memory_used_bytes(), before + (1 << 20));
+  EXPECT_TRUE(HasCode(OnLoop([&] { return manager_->AllocateSegment(4 << 20); }).status(), StatusCode::kResourceExhausted));
+  const std::string name = seg->name();
+  OnLoop([&] {
+    manager_->FreeSegment(*seg);
+    return 0;
+  });
+  EXPECT_EQ(GetStatus().memory_used_bytes(), before);
+  EXPECT_FALSE(fs::exists(dir_ / name));
+}
+
+// A rebuilt version: segments written by the caller, recorded COMPLETE and
+// verified, served like a committed one, and it survives a restart.
+TEST_F(SnapshotManagerTest, AdoptedVersionIsServedAndRecovered) {
+  auto make_part = [&](int rank, int64_t step) {
+    auto seg = OnLoop([&] { return manager_->AllocateSegment(kRankBytes); });
+    EXPECT_TRUE(IsOk(seg));
+    v1::RankManifestRecord m;
+    m.set_job_id("j");
+    m.set_step(step);
+    m.set_rank(rank);
+    m.set_segment_name(seg->name());
+    m.set_segment_bytes(seg->bytes());
+    for (int i = 0; i < 2; ++i) {
+      uint8_t* p = seg->data() + i * kItemBytes;
+      for (uint64_t b = 0; b < kItemBytes; ++b) p[b] = Byte(step, rank, i, b);
+      v1::Item* item = m.add_items();
+      item->mutable_spec()->set_name("item" + std::to_string(i));
+      item->mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+      item->mutable_spec()->add_shape(kItemBytes / 4);
+      item->mutable_spec()->set_nbytes(kItemBytes);
+      item->set_offset(i * kItemBytes);
+      item->set_checksum(ec::Checksum({p, kItemBytes}));
+    }
+    return std::make_pair(m, std::move(seg).value());
+  };
+  v1::JobRecord job;
+  job.set_job_id("j");
+  job.set_world_size(4);
+  job.add_local_ranks(0);
+  job.add_local_ranks(1);
+  {
+    std::vector<std::pair<v1::RankManifestRecord, Segment>> parts;
+    parts.push_back(make_part(0, 7));
+    parts.push_back(make_part(1, 7));
+    ASSERT_TRUE(IsOk(OnLoop([&] { return manager_->AdoptVersion(job, 7, std::move(parts)); })));
+  }
+  EXPECT_EQ(*RestoreAndCheck("j", 0), 7);
+  EXPECT_EQ(*RestoreAndCheck("j", 1), 7);
+  // The same step again, or another rank layout: refused, segments freed.
+  const size_t files = SegmentFiles();
+  {
+    std::vector<std::pair<v1::RankManifestRecord, Segment>> parts;
+    parts.push_back(make_part(0, 7));
+    parts.push_back(make_part(1, 7));
+    EXPECT_TRUE(HasCode(OnLoop([&] { return manager_->AdoptVersion(job, 7, std::move(parts)); }), StatusCode::kAlreadyExists));
+  }
+  {
+    v1::JobRecord other = job;
+    other.clear_local_ranks();
+    other.add_local_ranks(2);
+    std::vector<std::pair<v1::RankManifestRecord, Segment>> parts;
+    parts.push_back(make_part(2, 8));
+    EXPECT_TRUE(HasCode(OnLoop([&] { return manager_->AdoptVersion(other, 8, std::move(parts)); }), StatusCode::kFailedPrecondition));
+  }
+  EXPECT_EQ(SegmentFiles(), files);
+  // The trainer registers the same layout and saves on.
+  ASSERT_TRUE(IsOk(Register("j", {0, 1})));
+  ASSERT_TRUE(IsOk(Save("j", 0, 8)));
+  ASSERT_TRUE(IsOk(Save("j", 1, 8)));
+  NewManager();
+  ASSERT_TRUE(IsOk(OnLoop([&] { return manager_->Recover(); })));
+  EXPECT_EQ(AllSteps(*manager_, *loop_, "j"), (std::vector<int64_t>{7, 8}));
+  EXPECT_EQ(*RestoreAndCheck("j", 1, 7), 7);
+}
+
+// Protection records survive a restart: the parity segment is reattached
+// (and kept by the stray-segment sweep), the version of the same step is
+// pinned again before retention runs; a record whose parity is gone is
+// discarded.
+TEST_F(SnapshotManagerTest, RecoveryKeepsProtectionsAndPinsTheirVersions) {
+  ASSERT_TRUE(Register("j", {0}).ok());
+  for (int64_t step = 1; step <= 2; ++step) ASSERT_TRUE(IsOk(Save("j", 0, step)));
+  auto parity = OnLoop([&] { return manager_->AllocateSegment(1 << 20); });
+  ASSERT_TRUE(IsOk(parity));
+  std::memset(parity->data(), 0x5a, parity->bytes());
+  CatalogBatch batch;
+  for (int64_t step : {1, 2}) {
+    v1::ProtectionRecord rec;
+    rec.set_job_id("j");
+    rec.set_step(step);
+    rec.set_k(2);
+    rec.set_m(1);
+    rec.set_parity_segment(step == 1 ? parity->name() : "t-00000000deadbeef");
+    rec.set_parity_bytes(parity->bytes());
+    batch.put_protections.push_back(rec);
+  }
+  ASSERT_TRUE(IsOk(catalog_->Apply(batch)));
+  // Step 1 is pinned by its protection: saving 3 and 4 does not retire it
+  // after the restart.
+  NewManager();
+  auto report = OnLoop([&] { return manager_->Recover(); });
+  ASSERT_TRUE(IsOk(report));
+  EXPECT_EQ(report->protections_restored, 1);
+  EXPECT_EQ(report->protections_discarded, 1);
+  auto recovered = OnLoop([&] { return manager_->TakeRecoveredProtections(); });
+  ASSERT_EQ(recovered.size(), 1u);
+  EXPECT_EQ(recovered[0].record.step(), 1);
+  EXPECT_TRUE(recovered[0].pinned);
+  ASSERT_TRUE(recovered[0].parity.valid());
+  EXPECT_EQ(recovered[0].parity.data()[12345], 0x5a);
+  auto contents = catalog_->Load();
+  ASSERT_TRUE(IsOk(contents));
+  ASSERT_EQ(contents->protections.size(), 1u);
+  EXPECT_EQ(contents->protections[0].step(), 1);
+  for (int64_t step = 3; step <= 4; ++step) ASSERT_TRUE(IsOk(Save("j", 0, step)));
+  EXPECT_EQ(AllSteps(*manager_, *loop_, "j"), (std::vector<int64_t>{1, 3, 4}));
+}
+
 }  // namespace
 }  // namespace holdfast::smp
