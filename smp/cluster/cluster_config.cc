@@ -42,6 +42,11 @@ class Parser {
           HOLDFAST_ASSIGN_OR_RETURN(c.window_bytes, Bytes(value, key));
         } else if (key == "protect_bandwidth") {
           HOLDFAST_ASSIGN_OR_RETURN(c.protect_bandwidth, Bytes(value, key));
+        } else if (key == "protect_nice") {
+          HOLDFAST_ASSIGN_OR_RETURN(c.protect_nice, Int(value, key));
+          if (c.protect_nice < 0 || c.protect_nice > 19) {
+            return Error(value.Mark(), "protect_nice must be in [0, 19]");
+          }
         } else if (key == "nodes") {
           HOLDFAST_RETURN_IF_ERROR(ParseNodes(value, &c.nodes));
         } else {

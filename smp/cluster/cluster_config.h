@@ -41,6 +41,7 @@ struct ClusterConfig {
   CodeSpec code;
   uint64_t window_bytes = uint64_t{1} << 20;  // transfer / encode window
   uint64_t protect_bandwidth = 0;             // bytes per second per node; 0: no cap
+  int protect_nice = 5;  // added to the nice value of protection threads (not rebuilds)
   std::vector<NodeSpec> nodes;                // in file order
 };
 

@@ -59,7 +59,6 @@ struct ClusterNodeOptions {
   std::chrono::milliseconds rpc_timeout{2000};      // control calls
   std::chrono::milliseconds round_timeout{120000};  // one protection round or rebuild read
   int windows_in_flight = 8;                        // per stream
-  int protect_nice = 5;  // added to the nice value of threads doing protection work
 };
 
 // The hash of what every member must agree on: cluster id, code, window,

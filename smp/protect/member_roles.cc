@@ -72,7 +72,7 @@ class NiceScope {
 
 Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req,
                                                   const std::function<bool()>& cancelled) {
-  NiceScope nice(options_.protect_nice);
+  NiceScope nice(options_.config.protect_nice);
   const int n = req.member_nodes_size();
   const int me = position();
   const int k = req.k();
@@ -376,7 +376,7 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req,
 
 Status ClusterNode::SendChunks(const v1::ReadChunksRequest& req, const std::string& address,
                                uint64_t* bytes_sent) {
-  NiceScope nice(options_.protect_nice);
+  // Normal priority: a rebuild is on the recovery path.
   const Key key{req.job_id(), req.step()};
   v1::ProtectionRecord manifest;
   std::shared_ptr<Segment> parity_hold;  // keeps the mapping if a Conclude frees it meanwhile

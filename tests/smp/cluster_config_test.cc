@@ -40,7 +40,8 @@ std::string Nodes(int count, int domains = 0) {
 
 TEST(ClusterConfigTest, ParsesEveryField) {
   auto c = ParseClusterConfig(
-      "cluster_id: train-7\ncode: {k: 4, m: 2}\nwindow: 2MiB\nprotect_bandwidth: 1GiB\n" +
+      "cluster_id: train-7\ncode: {k: 4, m: 2}\nwindow: 2MiB\nprotect_bandwidth: 1GiB\n"
+      "protect_nice: 10\n" +
           Nodes(6, 6),
       "test.yaml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -52,6 +53,7 @@ TEST(ClusterConfigTest, ParsesEveryField) {
   EXPECT_EQ(c->code.losses_tolerated(), 2);
   EXPECT_EQ(c->window_bytes, 2u << 20);
   EXPECT_EQ(c->protect_bandwidth, 1u << 30);
+  EXPECT_EQ(c->protect_nice, 10);
   ASSERT_EQ(c->nodes.size(), 6u);
   EXPECT_EQ(c->nodes[5].id, "n5");
   EXPECT_EQ(c->nodes[5].control, "127.0.0.1:7005");
@@ -65,6 +67,8 @@ TEST(ClusterConfigTest, DefaultsAndReplication) {
   EXPECT_EQ(c->code.group_size(), 3);  // 2+1
   EXPECT_EQ(c->window_bytes, 1u << 20);
   EXPECT_EQ(c->protect_bandwidth, 0u);
+  EXPECT_EQ(c->protect_nice, 5);
+  EXPECT_FALSE(ParseClusterConfig("cluster_id: t\nprotect_nice: 20\n" + Nodes(3), "test.yaml").ok());
   auto r = ParseClusterConfig("cluster_id: t\ncode: {mode: replicate, copies: 2}\n" + Nodes(3),
                               "test.yaml");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
