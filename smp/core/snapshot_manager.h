@@ -199,6 +199,11 @@ class SnapshotManager {
   // returns its bytes to the budget; the caller's mapping stays valid until
   // it destroys the Segment (a reader may still hold it).
   void FreeSegment(const Segment& segment);
+  // Gives a segment nobody else maps back to the pool, where
+  // AllocateSegment finds it again (parity of the next protection round:
+  // no new pages to fault in). Counted against the budget while pooled, like
+  // spare snapshot segments, and freed first when room is needed.
+  void RecycleSegment(Segment segment);
 
   // Records a version rebuilt from peers: registers the job with `job`'s
   // world size and local ranks when it is not registered, and records the

@@ -9,6 +9,11 @@
 namespace holdfast::smp {
 
 using manager_internal::kSegmentIdBlock;
+
+namespace {
+// The pool's owner of recycled protection segments (no job has rank -1).
+constexpr int kProtectionRank = -1;
+}  // namespace
 using manager_internal::RanksToString;
 using manager_internal::UnixMicros;
 
@@ -64,6 +69,16 @@ Result<Segment> SnapshotManager::AllocateSegment(uint64_t bytes) {
   if (bytes == 0) return Status::InvalidArgument("a segment needs at least one byte");
   const uint64_t rounded = (bytes + manager_internal::kPage - 1) / manager_internal::kPage *
                            manager_internal::kPage;
+  // A recycled segment of this size first: its pages are already in.
+  if (auto [lo, hi] = pool_.equal_range(rounded); lo != hi) {
+    for (auto it = lo; it != hi; ++it) {
+      if (it->second.rank != kProtectionRank || !it->second.job_id.empty()) continue;
+      Segment seg = std::move(it->second.segment);
+      pool_.erase(it);
+      pooled_bytes_ -= rounded;
+      return seg;
+    }
+  }
   if (!MakeRoomFromPool(rounded)) {
     return Status::ResourceExhausted(
         "protection needs " + std::to_string(rounded) + " bytes; memory budget " +
@@ -82,6 +97,12 @@ void SnapshotManager::FreeSegment(const Segment& segment) {
   if (Status s = segments_->Remove(segment.name()); !s.ok()) {
     spdlog::warn("could not remove segment {}: {}", segment.name(), s.ToString());
   }
+}
+
+void SnapshotManager::RecycleSegment(Segment segment) {
+  if (!segment.valid()) return;
+  // Pooled under a pseudo rank: the pool keeps a couple of spares per rank.
+  ReleaseSegment(std::move(segment), "", kProtectionRank);
 }
 
 Status SnapshotManager::AdoptVersion(const v1::JobRecord& record, int64_t step,

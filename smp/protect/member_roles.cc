@@ -542,7 +542,17 @@ Status ClusterNode::RecordProtected(const v1::ConcludeRequest& req) {
 }
 
 void ClusterNode::FreeProtection(Protection p, const Key& key) {
-  if (p.parity) OnLoop([&] { manager_->FreeSegment(*p.parity); return 0; });
+  if (p.parity) {
+    if (p.parity.use_count() == 1) {
+      // Nobody reads it: recycled for the next round's parity.
+      OnLoop([&] {
+        manager_->RecycleSegment(std::move(*p.parity));
+        return 0;
+      });
+    } else {
+      OnLoop([&] { manager_->FreeSegment(*p.parity); return 0; });
+    }
+  }
   if (p.pinned) OnLoop([&] { manager_->UnpinVersion(key.first, key.second); return 0; });
 }
 

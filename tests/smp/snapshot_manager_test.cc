@@ -786,6 +786,20 @@ TEST_F(SnapshotManagerTest, ProtectionSegmentsCountAgainstTheBudget) {
   });
   EXPECT_EQ(GetStatus().memory_used_bytes(), before);
   EXPECT_FALSE(fs::exists(dir_ / name));
+  // A recycled segment stays pooled (and counted) and is handed out again.
+  auto first = OnLoop([&] { return manager_->AllocateSegment(1 << 20); });
+  ASSERT_TRUE(IsOk(first));
+  const std::string first_name = first->name();
+  OnLoop([&] {
+    manager_->RecycleSegment(std::move(*first));
+    return 0;
+  });
+  EXPECT_EQ(GetStatus().memory_used_bytes(), before + (1 << 20));
+  EXPECT_EQ(GetStatus().memory_pooled_bytes(), 1u << 20);
+  auto again = OnLoop([&] { return manager_->AllocateSegment(1 << 20); });
+  ASSERT_TRUE(IsOk(again));
+  EXPECT_EQ(again->name(), first_name);
+  EXPECT_EQ(GetStatus().memory_used_bytes(), before + (1 << 20));
 }
 
 // A rebuilt version: segments written by the caller, recorded COMPLETE and
