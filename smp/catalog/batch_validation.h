@@ -163,6 +163,14 @@ inline Status ValidateBatch(const CatalogBatch& batch) {
   for (size_t i = 0; i < batch.delete_versions.size(); ++i) {
     HOLDFAST_RETURN_IF_ERROR(CheckJobId(batch.delete_versions[i].job_id, at("delete_versions", i)));
   }
+  for (size_t i = 0; i < batch.delete_parts.size(); ++i) {
+    const PartKey& p = batch.delete_parts[i];
+    HOLDFAST_RETURN_IF_ERROR(CheckJobId(p.job_id, at("delete_parts", i)));
+    if (p.rank < 0) {
+      return Status::InvalidArgument(at("delete_parts", i) + ": negative rank " +
+                                     std::to_string(p.rank));
+    }
+  }
   for (size_t i = 0; i < batch.delete_protections.size(); ++i) {
     HOLDFAST_RETURN_IF_ERROR(
         CheckJobId(batch.delete_protections[i].job_id, at("delete_protections", i)));

@@ -38,9 +38,17 @@ struct VersionKey {
   friend bool operator==(const VersionKey&, const VersionKey&) = default;
 };
 
+// One rank's part of a version.
+struct PartKey {
+  std::string job_id;
+  int64_t step = 0;
+  int32_t rank = 0;
+  friend bool operator==(const PartKey&, const PartKey&) = default;
+};
+
 // One atomic change. Applied in this order: jobs, manifests, versions,
-// protections, then deletions (delete_versions, delete_protections,
-// delete_jobs), so a batch may add and delete in one write.
+// protections, then deletions (delete_versions, delete_parts,
+// delete_protections, delete_jobs), so a batch may add and delete in one write.
 struct CatalogBatch {
   std::vector<v1::JobRecord> put_jobs;
   std::vector<v1::RankManifestRecord> put_manifests;
@@ -49,13 +57,15 @@ struct CatalogBatch {
   // Removes the version record AND every rank manifest of the version, not
   // its protection record.
   std::vector<VersionKey> delete_versions;
+  // Removes one rank manifest (a part of a version that never completed).
+  std::vector<PartKey> delete_parts;
   // Removes the protection record of (job, step) only.
   std::vector<VersionKey> delete_protections;
   std::vector<std::string> delete_jobs;  // and everything under them, protections included
   bool empty() const {
     return put_jobs.empty() && put_manifests.empty() && put_versions.empty() &&
-           put_protections.empty() && delete_versions.empty() && delete_protections.empty() &&
-           delete_jobs.empty();
+           put_protections.empty() && delete_versions.empty() && delete_parts.empty() &&
+           delete_protections.empty() && delete_jobs.empty();
   }
 };
 

@@ -91,6 +91,9 @@ Status MemoryCatalog::Apply(const CatalogBatch& batch) {
     EraseClosedRange(state_->manifests, ManifestKey(v.job_id, v.step, kMinRank),
                      ManifestKey(v.job_id, v.step, kMaxRank));
   }
+  for (const PartKey& p : batch.delete_parts) {
+    state_->manifests.erase(ManifestKey(p.job_id, p.step, p.rank));
+  }
   for (const VersionKey& p : batch.delete_protections) {
     state_->protections.erase(VersionMapKey(p.job_id, p.step));
   }

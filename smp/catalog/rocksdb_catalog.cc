@@ -296,8 +296,8 @@ class RocksDbCatalog final : public Catalog {
   // Caller holds write_mu_.
   Status AddDeletions(const CatalogBatch& batch, const std::set<std::string, std::less<>>& put_keys,
                       rocksdb::WriteBatch* wb) {
-    if (batch.delete_versions.empty() && batch.delete_protections.empty() &&
-        batch.delete_jobs.empty()) {
+    if (batch.delete_versions.empty() && batch.delete_parts.empty() &&
+        batch.delete_protections.empty() && batch.delete_jobs.empty()) {
       return Status::Ok();
     }
     const auto del = [&](const rocksdb::Slice& key) {
@@ -318,6 +318,9 @@ class RocksDbCatalog final : public Catalog {
     for (const VersionKey& v : batch.delete_versions) {
       HOLDFAST_RETURN_IF_ERROR(del(VersionKeyOf(v.job_id, v.step)));
       HOLDFAST_RETURN_IF_ERROR(delete_scope(StepScope(kManifestPrefix, v.job_id, v.step)));
+    }
+    for (const PartKey& p : batch.delete_parts) {
+      HOLDFAST_RETURN_IF_ERROR(del(ManifestKeyOf(p.job_id, p.step, p.rank)));
     }
     for (const VersionKey& p : batch.delete_protections) {
       HOLDFAST_RETURN_IF_ERROR(del(ProtectionKeyOf(p.job_id, p.step)));

@@ -97,9 +97,9 @@ Status SnapshotManager::RegisterJob(const v1::RegisterJobRequest& req,
 
 uint64_t SnapshotManager::OpenSession(const v1::OpenSessionRequest& req) {
   const uint64_t id = next_id_++;
-  sessions_[id] = "job " + req.job_id() + " rank " + std::to_string(req.rank()) + " pid " +
-                  std::to_string(req.pid());
-  spdlog::debug("session {} opened: {}", id, sessions_[id]);
+  sessions_[id].description = "job " + req.job_id() + " rank " + std::to_string(req.rank()) +
+                              " pid " + std::to_string(req.pid());
+  spdlog::debug("session {} opened: {}", id, sessions_[id].description);
   return id;
 }
 
@@ -122,7 +122,7 @@ void SnapshotManager::CloseSession(uint64_t session_id) {
     (void)CloseRestore(req);
   }
   spdlog::debug("session {} closed ({}): {} writes aborted, {} leases released", session_id,
-                it->second, writes.size(), leases.size());
+                it->second.description, writes.size(), leases.size());
   sessions_.erase(it);
 }
 
@@ -322,8 +322,13 @@ Status SnapshotManager::Begin(const v1::BeginSnapshotRequest& req,
       }
     }
   }
-  if (req.session_id() != 0 && !sessions_.count(req.session_id())) {
-    return Status::NotFound("session " + std::to_string(req.session_id()) + " is not open");
+  SessionInfo* session = nullptr;
+  if (req.session_id() != 0) {
+    auto s = sessions_.find(req.session_id());
+    if (s == sessions_.end()) {
+      return Status::NotFound("session " + std::to_string(req.session_id()) + " is not open");
+    }
+    session = &s->second;
   }
   // One write per rank at a time: a newer Begin replaces an unfinished one
   // (the client moved on, or restarted).
@@ -349,6 +354,10 @@ Status SnapshotManager::Begin(const v1::BeginSnapshotRequest& req,
   w->rank = req.rank();
   w->step = req.step();
   w->session = req.session_id();
+  if (session != nullptr) {
+    session->wrote = true;
+    w->resumed_at = session->resumed_at;
+  }
   w->started = Clock::now();
   w->manifest.set_job_id(req.job_id());
   w->manifest.set_step(req.step());
@@ -483,7 +492,21 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
                                       " is still being verified; retry in a moment"));
   }
 
-  const size_t others = version.parts.size() - (replacing ? 1 : 0);
+  // Parts of this incomplete step that other ranks began before this rank
+  // resumed from an older step belong to the abandoned run: completing the
+  // version with them would mix two runs' states. They make way.
+  std::vector<int> stale;
+  if (w.resumed_at != 0) {
+    for (const auto& [r, part] : version.parts) {
+      if (r != w.rank && part.write_id < w.resumed_at) stale.push_back(r);
+    }
+  }
+  if (!stale.empty() && version.Held()) {
+    return reject(Status::Unavailable("a part of step " + std::to_string(w.step) +
+                                      " from an earlier run is still being verified; retry in a "
+                                      "moment"));
+  }
+  const size_t others = version.parts.size() - (replacing ? 1 : 0) - stale.size();
   const bool complete = others + 1 == job->local_ranks.size();
   // In kBackground this part is checked after the commit; otherwise it was
   // checked above, or is never checked while running (kOff).
@@ -492,6 +515,7 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
   w.manifest.set_committed_unix_micros(now);
   CatalogBatch batch;
   batch.put_manifests.push_back(w.manifest);
+  for (int r : stale) batch.delete_parts.push_back({w.job_id, w.step, r});
   std::vector<int64_t> to_drop;
   if (complete) {
     v1::VersionRecord rec;
@@ -520,7 +544,15 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
                  w.job_id, w.step, w.rank);
     ReleaseSegment(std::move(version.parts[w.rank].segment), w.job_id, w.rank);
   }
-  version.parts[w.rank] = RankPart{std::move(w.segment), std::move(w.manifest), part_verified};
+  for (int r : stale) {
+    spdlog::warn("job {} step {}: discarding rank {}'s part, committed by an earlier run before "
+                 "rank {} resumed from an older step",
+                 w.job_id, w.step, r, w.rank);
+    ReleaseSegment(std::move(version.parts[r].segment), w.job_id, r);
+    version.parts.erase(r);
+  }
+  version.parts[w.rank] =
+      RankPart{std::move(w.segment), std::move(w.manifest), part_verified, w.id};
   const int rank = w.rank;
   const int64_t step = w.step;
   writes_.erase(it);
@@ -700,6 +732,10 @@ Status SnapshotManager::OpenRestore(const v1::OpenRestoreRequest& req,
   }
   const uint64_t id = next_id_++;
   leases_[id] = Lease{req.job_id(), step, req.rank(), req.session_id(), Clock::now()};
+  if (auto s = sessions_.find(req.session_id()); s != sessions_.end()) {
+    SessionInfo& session = s->second;
+    if (!session.wrote && session.resumed_at == 0) session.resumed_at = id;
+  }
   ++v.leases;
   resp->set_lease_id(id);
   resp->set_step(step);

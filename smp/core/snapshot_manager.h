@@ -320,7 +320,17 @@ class SnapshotManager {
   std::map<std::string, std::unique_ptr<Job>> jobs_;
   std::map<uint64_t, std::unique_ptr<Write>> writes_;
   std::map<uint64_t, Lease> leases_;
-  std::map<uint64_t, std::string> sessions_;  // id -> description for logs
+  struct SessionInfo {
+    std::string description;  // for logs
+    // The lease id of the session's first restore before its first write
+    // (0: none). Ids come from one counter, so a part of an incomplete
+    // version begun before it (a smaller write id) was written by an earlier
+    // run of the job, which this one resumed from before that step: the
+    // session's commits discard such parts (see FinishCommit).
+    uint64_t resumed_at = 0;
+    bool wrote = false;
+  };
+  std::map<uint64_t, SessionInfo> sessions_;
   // Free segments kept mapped for reuse, by size.
   std::multimap<uint64_t, Pooled> pool_;
   uint64_t pooled_bytes_ = 0;

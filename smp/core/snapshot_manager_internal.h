@@ -58,6 +58,9 @@ struct SnapshotManager::RankPart {
   Segment segment;
   v1::RankManifestRecord manifest;
   bool verified = false;  // its checksums were checked (see VerifyMode)
+  // The write id it was begun with; 0 for parts recovered from the catalog
+  // (older than anything this daemon instance started).
+  uint64_t write_id = 0;
 };
 
 struct SnapshotManager::Version {
@@ -100,6 +103,7 @@ struct SnapshotManager::Write {
   int rank = 0;
   int64_t step = 0;
   uint64_t session = 0;
+  uint64_t resumed_at = 0;  // its session's SessionInfo::resumed_at
   Segment segment;
   v1::RankManifestRecord manifest;
   Clock::time_point started;

@@ -53,7 +53,10 @@ class ResumeTest(unittest.TestCase):
         self.assertEqual(len(restored), 1, f"ranks restored different steps: {restored}")
         step = restored.pop()
         self.assertIsNotNone(step, "nothing was restored")
-        self.assertLessEqual(step, kill_at)
+        # The victim may have run on past `kill_at` before the signal landed (the test reads its
+        # output behind it), but it never saved a step it had not printed yet.
+        printed = max(max(b1.losses(r), default=-1) for r in range(world))
+        self.assertLessEqual(step, printed)
         self.assertGreaterEqual(step, kill_at - 2, "the restored step is too old")
         for r in range(world):
             a_losses = a.losses(r)

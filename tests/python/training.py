@@ -64,10 +64,20 @@ class Run:
             self.records[rank] += [json.loads(l) for l in out.splitlines() if l.strip()]
 
     def finish(self, test: unittest.TestCase, timeout: float = 600) -> None:
+        """Waits for every rank, then fails with the stderr of every rank that failed (the
+        first rank to fail is usually not rank 0: its peers then fail in gloo)."""
+        errors = []
         for rank, p in enumerate(self.procs):
-            out, err = p.communicate(timeout=timeout)
+            try:
+                out, err = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+                err = f"(timed out after {timeout} s)\n{err}"
             self.records[rank] += [json.loads(l) for l in out.splitlines() if l.strip()]
-            test.assertEqual(p.returncode, 0, f"rank {rank} failed:\n{err}")
+            if p.returncode != 0:
+                errors.append(f"rank {rank} exited with {p.returncode}:\n{err}")
+        test.assertEqual(errors, [], "\n".join(errors))
 
     def losses(self, rank: int) -> dict:
         return {r["step"]: r["loss"] for r in self.records[rank] if "step" in r}

@@ -219,6 +219,28 @@ TYPED_TEST(CatalogTest, DeleteVersionRemovesTornManifests) {
   this->ExpectContentsMatchApplied();
 }
 
+TYPED_TEST(CatalogTest, DeletePartRemovesOneRankManifestOnly) {
+  CatalogBatch b;
+  for (int32_t rank : {0, 1, 3}) b.put_manifests.push_back(Manifest("a", 5, rank));
+  b.put_manifests.push_back(Manifest("ab", 5, 1));
+  b.put_protections.push_back(Protection("a", 5));
+  this->MustApply(b);
+  // One batch replaces rank 1's part of a/5 and removes rank 0's, as a
+  // commit that discards an abandoned run's part does.
+  CatalogBatch change;
+  change.put_manifests.push_back(Manifest("a", 5, 1));
+  change.delete_parts = {{"a", 5, 0}, {"a", 7, 0}};  // a/7 is not there: not an error
+  this->MustApply(change);
+  EXPECT_EQ(ManifestIds(this->MustLoad()),
+            (std::vector<ManifestId>{{"a", 5, 1}, {"a", 5, 3}, {"ab", 5, 1}}));
+  EXPECT_EQ(this->MustLoad().protections.size(), 1u);
+  this->ExpectContentsMatchApplied();
+  CatalogBatch bad;
+  bad.delete_parts = {{"a", 5, -1}};
+  EXPECT_EQ(this->catalog_->Apply(bad).code(), StatusCode::kInvalidArgument);
+  this->ExpectContentsMatchApplied();
+}
+
 TYPED_TEST(CatalogTest, DeleteProtectionRemovesOnlyThatProtection) {
   CatalogBatch b;
   b.put_jobs = {Job("a"), Job("ab")};

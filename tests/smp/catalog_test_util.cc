@@ -163,6 +163,7 @@ CatalogContents Expected(const std::vector<CatalogBatch>& batches) {
         return std::get<0>(e.first) == d.job_id && std::get<1>(e.first) == d.step;
       });
     }
+    for (const auto& d : b.delete_parts) manifests.erase({d.job_id, d.step, d.rank});
     for (const auto& d : b.delete_protections) protections.erase({d.job_id, d.step});
     for (const auto& job_id : b.delete_jobs) {
       jobs.erase(job_id);

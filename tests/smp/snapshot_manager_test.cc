@@ -187,10 +187,12 @@ class SnapshotManagerTest : public ::testing::Test {
 
   // Restores every item of (job, rank, step or newest) and checks each byte.
   Result<int64_t> RestoreAndCheck(const std::string& job, int rank,
-                                  std::optional<int64_t> step = std::nullopt) {
+                                  std::optional<int64_t> step = std::nullopt,
+                                  uint64_t session = 0) {
     v1::OpenRestoreRequest req;
     req.set_job_id(job);
     req.set_rank(rank);
+    req.set_session_id(session);
     req.set_latest(!step.has_value());
     req.set_step(step.value_or(0));
     v1::OpenRestoreResponse lease;
@@ -343,6 +345,57 @@ TEST_F(SnapshotManagerTest, VersionVisibleOnlyWhenEveryLocalRankCommitted) {
   ASSERT_TRUE(Save("j", 0, 3).ok());
   ASSERT_TRUE(Save("j", 1, 3).ok());
   EXPECT_EQ(Steps("j"), (std::vector<int64_t>{1, 3}));
+}
+
+TEST_F(SnapshotManagerTest, ResumedRunDiscardsTheAbandonedRunsPartsOfNewerSteps) {
+  ASSERT_TRUE(Register("j", {0, 1}).ok());
+  // Run 1: rank 0 committed step 5, then the job crashed before rank 1 did.
+  ASSERT_TRUE(Save("j", 0, 4).ok());
+  ASSERT_TRUE(Save("j", 1, 4).ok());
+  ASSERT_TRUE(Save("j", 0, 5).ok());
+  const auto catalog_ranks = [&](int64_t step) {
+    std::vector<int> ranks;
+    auto contents = catalog_->Load();
+    EXPECT_TRUE(IsOk(contents));
+    for (const auto& m : contents->manifests) {
+      if (m.job_id() == "j" && m.step() == step) ranks.push_back(m.rank());
+    }
+    return ranks;
+  };
+  EXPECT_EQ(catalog_ranks(5), (std::vector<int>{0}));
+  // Run 2 resumes both ranks from step 4 and redoes step 5, rank 1 first: its
+  // commit must not complete step 5 with run 1's part of rank 0.
+  const auto open_session = [&](int rank) {
+    v1::OpenSessionRequest open;
+    open.set_job_id("j");
+    open.set_rank(rank);
+    return OnLoop([&] { return manager_->OpenSession(open); });
+  };
+  const uint64_t s0 = open_session(0);
+  const uint64_t s1 = open_session(1);
+  ASSERT_EQ(*RestoreAndCheck("j", 0, std::nullopt, s0), 4);
+  ASSERT_EQ(*RestoreAndCheck("j", 1, std::nullopt, s1), 4);
+  ASSERT_TRUE(Save("j", 1, 5, 2, false, s1).ok());
+  EXPECT_FALSE(last_commit_.version_complete());
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{4}));
+  EXPECT_EQ(catalog_ranks(5), (std::vector<int>{1}));
+  ASSERT_TRUE(Save("j", 0, 5, 2, false, s0).ok());
+  EXPECT_TRUE(last_commit_.version_complete());
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{4, 5}));
+  EXPECT_EQ(catalog_ranks(5), (std::vector<int>{0, 1}));
+  EXPECT_EQ(*RestoreAndCheck("j", 0), 5);
+  EXPECT_EQ(*RestoreAndCheck("j", 1), 5);
+  // The resumed run's own parts always count, whichever rank commits first,
+  // and a restore after a session's first write (an inspection, not a
+  // resume) changes nothing.
+  ASSERT_TRUE(Save("j", 0, 6, 2, false, s0).ok());
+  ASSERT_EQ(*RestoreAndCheck("j", 0, 4, s0), 4);
+  ASSERT_TRUE(Save("j", 1, 6, 2, false, s1).ok());
+  EXPECT_TRUE(last_commit_.version_complete());
+  ASSERT_TRUE(Save("j", 1, 7, 2, false, s1).ok());
+  ASSERT_TRUE(Save("j", 0, 7, 2, false, s0).ok());
+  EXPECT_TRUE(last_commit_.version_complete());
+  EXPECT_EQ(Steps("j"), (std::vector<int64_t>{6, 7}));
 }
 
 TEST_F(SnapshotManagerTest, StepsMustMoveForward) {
