@@ -267,6 +267,12 @@ void ClusterNode::MarkDown(Peer& peer, const Status& why) {
     std::lock_guard lock(mu_);
     if (peer.up) spdlog::warn("peer {} is down: {}", peer.id, why.ToString());
     peer.up = false;
+    // A control call that timed out says the peer is slow (a stalled event
+    // loop, page faults, an overloaded machine), not that it is gone: its
+    // data endpoint stays, or transfers in flight with it would fail with
+    // it. A dead or restarted peer fails its endpoint by itself, and a new
+    // incarnation replaces it (EnsureEndpoint).
+    if (why.code() == StatusCode::kDeadlineExceeded) return;
     old = peer.endpoint;
     peer.endpoint = 0;
     address = peer.ucx_address;
