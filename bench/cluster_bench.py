@@ -131,7 +131,8 @@ def parse_args():
     p.add_argument("--keep-logs", help="copy every daemon log here")
     p.add_argument("--json", help="write every sample here")
     p.add_argument("--txt", help="write the printed report here")
-    p.add_argument("--timeout", type=float, default=300, help="seconds for any one phase")
+    p.add_argument("--timeout", type=float, default=120,
+                   help="seconds for any one phase; a repeat that overruns is reported as failed")
     p.add_argument("--perf", metavar="DIR",
                    help="one extra, uncounted repeat per cluster under perf record (the daemons "
                         "only): DIR/<cluster>-{protect,rebuild}.data and .txt reports")
@@ -687,69 +688,77 @@ def run_repeat(args, spec: Spec, rep: int, perf_dir: str | None = None) -> dict:
     cluster = Cluster(args, spec, root)
     sample: dict = {"repeat": rep, "steps": []}
     try:
-        cluster.start(args.timeout)
-        # Step 1 on a fresh cluster: every parity segment is new. Later steps: the previous
-        # step stays the restore point until the new one is protected; from step 3 on the
-        # parity and data segments of step N-2 can be reused.
-        for step in range(1, args.steps + 1):
-            profile = perf_dir if step in (1, args.steps) else None
-            sample["steps"].append(protect_step(args, cluster, spec, step, profile))
-            if step == 1:
-                sample["memory"] = memory(cluster)
-        sample["memory_last"] = memory(cluster)
-        step = args.steps
-
-        # ---- rebuild of the last node (never the coordinator)
-        victim = cluster.daemons[-1]
-        victim.kill()
-        victim.wipe()
-        cpu3, lo3, mc3 = cluster.cpu(), loopback_bytes(), machine_cpu()
-        t_start = time.time()
-        victim.start()
-        profiler = None
-        if perf_dir:
-            profiler = Profiler([d.proc.pid for d in cluster.daemons],
-                                os.path.join(perf_dir, f"{spec.name}-rebuild.data"))
-        victim.wait_ready(args.timeout)
-        t_ready = time.time()
-        t_done = cluster.wait(
-            lambda st: (not st["cluster"]["rebuilding"]
-                        and st["cluster"]["jobs"].get(JOB, {}).get("newest_protected_step", -1)
-                        >= step),
-            args.timeout, "the rebuild", nodes=[victim])
-        cpu4, lo4, mc4 = cluster.cpu(), loopback_bytes(), machine_cpu()
-        if profiler:
-            profiler.stop()
-        cpu4[victim.node_id + "-replacement"] = cpu4.pop(victim.node_id)
-        cpu3[victim.node_id + "-replacement"] = 0.0
-        vlog = victim.log_lines()
-        ts_begin, _ = find_line(vlog, rf"job {JOB} step {step} is protected by the group but not "
-                                      "here: rebuilding it", after=t_start)
-        ts_rebuilt, m = find_line(
-            vlog, rf"rebuilt job {JOB} step {step}: (\d+) chunks, ([\d.]+) MiB read from "
-                  r"survivors in ([\d.]+) s", after=t_start)
-        if m is None:
-            raise RuntimeError("no 'rebuilt' line in the replacement's log:\n" + victim.tail())
-        st = victim.status()
-        sample["rebuild"] = {
-            "victim": victim.node_id,
-            "end_to_end_s": ts_rebuilt - t_start,
-            "end_to_end_polled_s": t_done - t_start,
-            "startup_s": t_ready - t_start,
-            "start_to_rebuild_begin_s": (ts_begin - t_start) if ts_begin else None,
-            "daemon_s": float(m.group(3)),
-            "chunks": int(m.group(1)),
-            "bytes_read": float(m.group(2)) * MIB,
-            "cpu_s": cpu_delta(cpu3, cpu4),
-            "loopback_bytes": lo4 - lo3,
-            "machine_busy": (mc4[0] - mc3[0]) / max(mc4[1] - mc3[1], 1e-9),
-            "replacement_memory": {"used": st["memory_used_bytes"],
-                                   "pooled": st["memory_pooled_bytes"],
-                                   "parity": st["cluster"]["parity_bytes"]},
-        }
+        run_phases(args, cluster, spec, sample, perf_dir)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        # Reported with the results, never averaged in: a repeat that did not finish.
+        sample["error"] = str(e)[:6000]
     finally:
         cluster.stop(args.keep_logs, f"{spec.name}-r{rep}")
     return sample
+
+
+def run_phases(args, cluster: "Cluster", spec: Spec, sample: dict, perf_dir: str | None) -> None:
+    """Start, save and protect --steps steps, measure memory, lose a node and rebuild it."""
+    cluster.start(args.timeout)
+    # Step 1 on a fresh cluster: every parity segment is new. Later steps: the previous
+    # step stays the restore point until the new one is protected; from step 3 on the
+    # parity and data segments of step N-2 can be reused.
+    for step in range(1, args.steps + 1):
+        profile = perf_dir if step in (1, args.steps) else None
+        sample["steps"].append(protect_step(args, cluster, spec, step, profile))
+        if step == 1:
+            sample["memory"] = memory(cluster)
+    sample["memory_last"] = memory(cluster)
+    step = args.steps
+
+    # ---- rebuild of the last node (never the coordinator)
+    victim = cluster.daemons[-1]
+    victim.kill()
+    victim.wipe()
+    cpu3, lo3, mc3 = cluster.cpu(), loopback_bytes(), machine_cpu()
+    t_start = time.time()
+    victim.start()
+    profiler = None
+    if perf_dir:
+        profiler = Profiler([d.proc.pid for d in cluster.daemons],
+                            os.path.join(perf_dir, f"{spec.name}-rebuild.data"))
+    victim.wait_ready(args.timeout)
+    t_ready = time.time()
+    t_done = cluster.wait(
+        lambda st: (not st["cluster"]["rebuilding"]
+                    and st["cluster"]["jobs"].get(JOB, {}).get("newest_protected_step", -1)
+                    >= step),
+        args.timeout, "the rebuild", nodes=[victim])
+    cpu4, lo4, mc4 = cluster.cpu(), loopback_bytes(), machine_cpu()
+    if profiler:
+        profiler.stop()
+    cpu4[victim.node_id + "-replacement"] = cpu4.pop(victim.node_id)
+    cpu3[victim.node_id + "-replacement"] = 0.0
+    vlog = victim.log_lines()
+    ts_begin, _ = find_line(vlog, rf"job {JOB} step {step} is protected by the group but not "
+                                  "here: rebuilding it", after=t_start)
+    ts_rebuilt, m = find_line(
+        vlog, rf"rebuilt job {JOB} step {step}: (\d+) chunks, ([\d.]+) MiB read from "
+              r"survivors in ([\d.]+) s", after=t_start)
+    if m is None:
+        raise RuntimeError("no 'rebuilt' line in the replacement's log:\n" + victim.tail())
+    st = victim.status()
+    sample["rebuild"] = {
+        "victim": victim.node_id,
+        "end_to_end_s": ts_rebuilt - t_start,
+        "end_to_end_polled_s": t_done - t_start,
+        "startup_s": t_ready - t_start,
+        "start_to_rebuild_begin_s": (ts_begin - t_start) if ts_begin else None,
+        "daemon_s": float(m.group(3)),
+        "chunks": int(m.group(1)),
+        "bytes_read": float(m.group(2)) * MIB,
+        "cpu_s": cpu_delta(cpu3, cpu4),
+        "loopback_bytes": lo4 - lo3,
+        "machine_busy": (mc4[0] - mc3[0]) / max(mc4[1] - mc3[1], 1e-9),
+        "replacement_memory": {"used": st["memory_used_bytes"],
+                               "pooled": st["memory_pooled_bytes"],
+                               "parity": st["cluster"]["parity_bytes"]},
+    }
 
 
 # ---- the limit ------------------------------------------------------------------------------
@@ -986,7 +995,10 @@ def main() -> int:
     for exe in ("smp/holdfastd", "client/holdfast_snapshot_tool"):
         if not os.access(os.path.join(args.build, exe), os.X_OK):
             raise SystemExit(f"{os.path.join(args.build, exe)} missing: build it first")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    def on_term(*_):
+        say("cluster_bench: SIGTERM received; stopping the daemons")
+        sys.exit(1)
+    signal.signal(signal.SIGTERM, on_term)
     specs = []
     for name in args.clusters.split(","):
         name = name.strip()
@@ -1019,6 +1031,10 @@ def main() -> int:
             for rep in range(args.repeats):
                 s = run_repeat(args, spec, rep)
                 samples.append(s)
+                if "error" in s:
+                    say(f"  {spec.label:22s} S={fmt_size(spec.S)} repeat {rep}: FAILED after "
+                        f"{len(s['steps'])} step(s): {s['error'].splitlines()[0][:300]}")
+                    continue
                 r = s["rebuild"]
                 say(f"  {spec.label:22s} S={fmt_size(spec.S)} repeat {rep}: protect " + ", ".join(
                     f"step {p['step']} {p['end_to_end_s']:.2f} s (round {p['round_s']:.2f}, "
@@ -1030,6 +1046,10 @@ def main() -> int:
                 os.makedirs(args.perf, exist_ok=True)
                 s = run_repeat(args, spec, args.repeats, perf_dir=args.perf)
                 result.setdefault("profiled", {})[spec.name] = s
+                if "error" in s:
+                    say(f"  {spec.label:22s} profiled repeat FAILED: "
+                        f"{s['error'].splitlines()[0][:300]}")
+                    continue
                 say(f"  {spec.label:22s} profiled repeat (not counted): protect "
                     + ", ".join(f"{p['end_to_end_s']:.2f} s" for p in s["steps"])
                     + f", rebuild {s['rebuild']['end_to_end_s']:.2f} s; perf data in {args.perf}")
@@ -1085,6 +1105,11 @@ def main() -> int:
             f"{t[name]['sender_cpu_s_per_gb']:.2f} s/GB {t[name]['gb_per_s']:.2f} GB/s"
             for t in tcp_stream))
 
+    # Repeats that failed are listed, not averaged in.
+    done = {name: [x for x in samples if "error" not in x] for name, samples in clusters.items()}
+    failed_repeats = {name: [x for x in samples if "error" in x]
+                      for name, samples in clusters.items()}
+    measured = [spec for spec in specs if done[spec.name]]
     summary = {}
     first = lambda x: x["steps"][0]  # noqa: E731
     last = lambda x: x["steps"][-1]  # noqa: E731
@@ -1095,8 +1120,8 @@ def main() -> int:
         "ratio = limit time / our time")
     say(f"{'cluster':22s} {'S/node':>6s} {'figure':24s} {'ours s':>19s} {'limit/node s':>12s} "
         f"{'ratio':>5s} {'limit aggr s':>12s} {'ratio':>5s}")
-    for spec in specs:
-        samples = clusters[spec.name]
+    for spec in measured:
+        samples = done[spec.name]
         n = spec.nodes
         lim_node = spec.net_per_node / bw
         lim_aggr = n * spec.net_per_node / bw
@@ -1127,11 +1152,14 @@ def main() -> int:
                                                   "ratio_per_node": ln / med,
                                                   "ratio_aggregate": la / med}
     for spec in specs:
-        again = sum(1 for x in clusters[spec.name] for p in x["steps"] if p["rounds"] != 1)
+        for x in failed_repeats[spec.name]:
+            say(f"note: {spec.label} repeat {x['repeat']} FAILED after {len(x['steps'])} step(s) "
+                f"and is left out: {x['error'].splitlines()[0][:300]}")
+        again = sum(1 for x in done[spec.name] for p in x["steps"] if p["rounds"] != 1)
         if again:
             say(f"note: {spec.label}: {again} step(s) protected in more than one round "
                 "(the figures above use the last round)")
-        failed = [(x["repeat"], p["step"], why) for x in clusters[spec.name] for p in x["steps"]
+        failed = [(x["repeat"], p["step"], why) for x in done[spec.name] for p in x["steps"]
                   for why in p["failed_rounds"]]
         for rep_, step, why in failed:
             say(f"note: {spec.label} repeat {rep_} step {step}: a round failed first (its time is "
@@ -1141,8 +1169,8 @@ def main() -> int:
         "(wall x cores), machine = the whole machine's busy share; CPU s per GB that crosses the "
         "loopback (ucx_perftest: above); loopback = bytes over lo / bytes that must cross")
     cores = os.cpu_count()
-    for spec in specs:
-        samples = clusters[spec.name]
+    for spec in measured:
+        samples = done[spec.name]
         crossing = spec.nodes * spec.net_per_node
         row = {}
         for label, get in (("step 1", first), (f"step {args.steps}", last)):
@@ -1185,8 +1213,8 @@ def main() -> int:
         "network per node")
     say(f"  {'cluster':24s} {'tolerates':>9s} {'S':>7s} {'held/S':>7s} {'parity/S':>8s} "
         f"{'expected':>8s} {'net/S':>6s} {'rebuild read/S':>14s} {'held/S last step':>16s}")
-    for spec in specs:
-        samples = clusters[spec.name]
+    for spec in measured:
+        samples = done[spec.name]
         held = statistics.median(m["held"] / spec.S for s in samples for m in s["memory"])
         held_last = statistics.median(m["held"] / spec.S for s in samples for m in s["memory_last"])
         parity = statistics.median(m["parity"] / spec.S for s in samples for m in s["memory"])
@@ -1199,7 +1227,7 @@ def main() -> int:
 
     say()
     say("goals (issue 5), against the aggregate limit (the honest one on one machine):")
-    for spec in specs:
+    for spec in measured:
         f = summary[spec.name]["figures"]
         prot = [f"step {k.split()[2]} {v['ratio_aggregate']:.2f}" for k, v in f.items()
                 if k.startswith("protect") and not k.endswith("round")]
