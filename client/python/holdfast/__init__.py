@@ -238,7 +238,9 @@ class Snapshotter:
     # ---- loading --------------------------------------------------------------------------
 
     def latest_step(self) -> Optional[int]:
-        """The newest step every rank of the job on this node has committed, or None."""
+        """The step to resume from, or None: in a cluster the restore point (the newest step
+        committed on every rank and protected in every group, the same on every node), else the
+        newest step every rank of the job on this node has committed."""
         return self._client.latest_step()
 
     def load(self, step: Optional[int] = None, map_location=None):
