@@ -4,6 +4,7 @@
 // recovers what a previous run committed, serves gRPC on a Unix socket, and
 // shuts down on SIGTERM/SIGINT leaving every committed segment in place for
 // the next start.
+#include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +13,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -24,6 +26,8 @@
 #include "core/event_loop.h"
 #include "core/segment_store.h"
 #include "core/snapshot_manager.h"
+#include "lifecycle/notify.h"
+#include "lifecycle/purge.h"
 #include "server/snapshot_service.h"
 
 namespace {
@@ -66,13 +70,23 @@ holdfast::Result<uint64_t> LoadIncarnation(const std::string& data_dir) {
 
 int main(int argc, char** argv) {
   bool exit_now = false;
-  auto config_or = smp::ParseCommandLine(argc, argv, &exit_now);
+  bool purge = false;
+  auto config_or = smp::ParseCommandLine(argc, argv, &exit_now, &purge);
   if (exit_now) return 0;
   if (!config_or.ok()) {
     fprintf(stderr, "%s\n", config_or.status().message().c_str());
     return 2;
   }
   const smp::DaemonConfig& config = *config_or;
+  if (purge) {
+    auto purged = smp::Purge(config);
+    if (!purged.ok()) {
+      fprintf(stderr, "holdfastd --purge: %s\n", purged.status().ToString().c_str());
+      return 1;
+    }
+    printf("holdfastd --purge: %s\n", purged->ToString().c_str());
+    return 0;
+  }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ " + config.node_id + " %v");
 
@@ -87,6 +101,7 @@ int main(int argc, char** argv) {
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) return Fail(Status::Unavailable("cannot create " + config.data_dir + ": " + ec.message()));
+  std::filesystem::create_directories(config.shm_dir, ec);  // tmpfiles.d makes it under systemd
   const auto socket_dir = std::filesystem::path(config.socket_path).parent_path();
   if (!socket_dir.empty()) std::filesystem::create_directories(socket_dir, ec);
 
@@ -112,6 +127,17 @@ int main(int argc, char** argv) {
   options.verify = *verify;
   auto manager =
       std::make_unique<smp::SnapshotManager>(options, catalog->get(), &*segments, &workers, &loop);
+  std::unique_ptr<smp::ClusterNode> cluster;
+  // systemd Type=notify (deploy/holdfastd.service); does nothing without it.
+  smp::ServiceNotifier notifier(
+      {.post = [&loop](std::function<void()> task) { loop.Post(std::move(task)); },
+       .describe = [&manager, &cluster] {
+         holdfast::v1::GetStatusResponse st;
+         (void)manager->GetStatus(&st);
+         if (cluster) cluster->FillStatus(st.mutable_cluster());
+         return smp::DescribeStatus(st);
+       }});
+  notifier.Starting("recovering: verifying the snapshots in " + config.shm_dir);
   const auto t_recover = std::chrono::steady_clock::now();
   auto recovered = manager->Recover();
   if (!recovered.ok()) return Fail(recovered.status().WithContext("recovery"));
@@ -122,7 +148,6 @@ int main(int argc, char** argv) {
   // Cluster mode: the UCX transport, this node's part in its group, and the
   // peer service on its control address.
   std::unique_ptr<smp::Transport> transport;
-  std::unique_ptr<smp::ClusterNode> cluster;
   std::unique_ptr<grpc::Server> peer_server;
   if (!config.cluster_file.empty()) {
     auto cluster_config = smp::LoadClusterFile(config.cluster_file);
@@ -173,10 +198,13 @@ int main(int argc, char** argv) {
       "verify {}, recovered in {:.1f} ms: {})",
       config.socket_path, config.memory_budget_bytes / double(1 << 30), config.shm_dir,
       config.shm_prefix, config.data_dir, config.verify, recover_ms, recovered->ToString());
+  notifier.Ready(
+      fmt::format("serving on {}; recovered {}", config.socket_path, recovered->ToString()));
 
   int sig = 0;
   sigwait(&signals, &sig);
   spdlog::info("signal {}: shutting down; committed snapshots stay in shared memory", sig);
+  notifier.Stopping("stopping; snapshots stay in " + config.shm_dir);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (peer_server) peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (cluster) cluster->Stop();  // before the loop: its threads wait on the loop

@@ -548,7 +548,7 @@ Status Validate(const DaemonConfig& config) {
   return Status::InvalidArgument("invalid configuration: " + problems);
 }
 
-Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now) {
+Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now, bool* purge) {
   bool ignored_exit = false;
   if (exit_now == nullptr) exit_now = &ignored_exit;
   *exit_now = false;
@@ -563,6 +563,13 @@ Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now) {
       app.add_option("--config", config_path,
                      "YAML configuration file (see deploy/holdfastd.example.yaml)")
           ->type_name("FILE");
+  bool purge_flag = false;
+  if (purge != nullptr) {
+    *purge = false;
+    app.add_flag("--purge", purge_flag,
+                 "remove this daemon's segments, catalog and incarnation id, then exit; "
+                 "refused while a daemon serves (docs/operations.md)");
+  }
 
   const DaemonConfig defaults;
   struct Flag {
@@ -603,6 +610,7 @@ Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now) {
     }
   }
   HOLDFAST_RETURN_IF_ERROR(Validate(config));
+  if (purge != nullptr) *purge = purge_flag;
   return config;
 }
 

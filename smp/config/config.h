@@ -15,7 +15,7 @@ struct DaemonConfig {
   std::string node_id = "node0";                      // config key: node_id
   std::string socket_path = "/run/holdfast/holdfastd.sock";  // socket
   std::string data_dir = "/var/lib/holdfast";          // data_dir: catalog lives here
-  std::string shm_dir = "/dev/shm";                    // shm.dir
+  std::string shm_dir = "/dev/shm/holdfast";           // shm.dir (deploy/holdfast.tmpfiles)
   std::string shm_prefix = "holdfast";                 // shm.prefix
   uint64_t memory_budget_bytes = uint64_t{8} << 30;    // memory.budget ("8GiB", "512MiB")
   int retain_versions = 2;                             // snapshots.retain (>= 1)
@@ -49,7 +49,10 @@ Result<DaemonConfig> LoadConfigFile(const std::string& path);
 // the file.
 // Returns INVALID_ARGUMENT with the usage text for bad flags. Sets
 // *exit_now (and returns OK) for --help / --version, after printing them.
-Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now);
+// `--purge` (an action, not a setting: lifecycle/purge.h) sets *purge; it is
+// refused when `purge` is null.
+Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now,
+                                      bool* purge = nullptr);
 
 // Checks cross-field rules (paths non-empty, budget > 0, prefix charset...).
 Status Validate(const DaemonConfig& config);
