@@ -28,7 +28,9 @@
 #include "core/snapshot_manager.h"
 #include "lifecycle/notify.h"
 #include "lifecycle/purge.h"
+#include "server/admin_service.h"
 #include "server/snapshot_service.h"
+#include "server/verify.h"
 
 namespace {
 
@@ -149,6 +151,18 @@ int main(int argc, char** argv) {
   // peer service on its control address.
   std::unique_ptr<smp::Transport> transport;
   std::unique_ptr<grpc::Server> peer_server;
+  // The operator CLI's service (docs/cli.md): every call on the Unix socket,
+  // read-only ones (no drop) on the control address too.
+  smp::VerifyRunner verifier([&](const holdfast::v1::VerifyRequest& req, const std::atomic<bool>& c) {
+    return cluster ? cluster->Verify(req, c)
+                   : smp::VerifyStandalone(manager.get(), &loop, config.node_id, req, c);
+  });
+  auto admin_status = [&cluster](holdfast::v1::GetStatusResponse* resp) {
+    if (cluster) cluster->FillStatus(resp->mutable_cluster());
+  };
+  smp::AdminService admin(manager.get(), &loop, &verifier, {.local = true, .status_hook = admin_status});
+  smp::AdminService remote_admin(manager.get(), &loop, &verifier,
+                                 {.local = false, .status_hook = admin_status});
   if (!config.cluster_file.empty()) {
     auto cluster_config = smp::LoadClusterFile(config.cluster_file);
     if (!cluster_config.ok()) return Fail(cluster_config.status());
@@ -168,6 +182,7 @@ int main(int argc, char** argv) {
     grpc::ServerBuilder peer_builder;
     peer_builder.AddListeningPort(cluster->control_address(), grpc::InsecureServerCredentials());
     peer_builder.RegisterService(cluster.get());
+    peer_builder.RegisterService(&remote_admin);
     peer_builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
     peer_server = peer_builder.BuildAndStart();
     if (!peer_server) {
@@ -185,6 +200,7 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + config.socket_path, grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
+  builder.RegisterService(&admin);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
@@ -205,6 +221,7 @@ int main(int argc, char** argv) {
   sigwait(&signals, &sig);
   spdlog::info("signal {}: shutting down; committed snapshots stay in shared memory", sig);
   notifier.Stopping("stopping; snapshots stay in " + config.shm_dir);
+  verifier.Stop();  // a running verify answers CANCELLED before the servers stop
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (peer_server) peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (cluster) cluster->Stop();  // before the loop: its threads wait on the loop

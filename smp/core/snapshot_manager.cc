@@ -796,6 +796,16 @@ Status SnapshotManager::Drop(const v1::DropVersionsRequest& req, v1::DropVersion
     return Status::NotFound("job " + req.job_id() + " has no version at step " +
                             std::to_string(req.step()));
   }
+  // In a cluster the restore point is what the job restores after losing a
+  // node; dropping it takes an explicit `force` (docs/cli.md).
+  if (!req.force() && restore_point_) {
+    const int64_t rp = restore_point_(req.job_id());
+    if (rp >= 0 && std::find(steps.begin(), steps.end(), rp) != steps.end()) {
+      return Status::FailedPrecondition("step " + std::to_string(rp) + " is the restore point of job " +
+                                        req.job_id() +
+                                        " (its newest protected version); dropping it needs force");
+    }
+  }
   CatalogBatch batch;
   for (int64_t s : steps) batch.delete_versions.push_back({req.job_id(), s});
   if (!batch.empty()) HOLDFAST_RETURN_IF_ERROR(catalog_->Apply(batch).WithContext("catalog"));

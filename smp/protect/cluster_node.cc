@@ -201,6 +201,10 @@ void ClusterNode::FillStatus(v1::ClusterStatus* out) const {
   out->set_group(placement_.group);
   out->set_position(placement_.position);
   out->set_incarnation(options_.incarnation);
+  const CodeSpec& code = options_.config.code;
+  const bool ec_mode = code.mode == CodeSpec::Mode::kErasure;
+  out->set_k(ec_mode ? code.k : 1);
+  out->set_m(ec_mode ? code.m : code.copies);
   for (const auto& peer : members_) {
     auto* ps = out->add_members();
     ps->set_node_id(peer->id);
@@ -230,6 +234,33 @@ void ClusterNode::FillStatus(v1::ClusterStatus* out) const {
     jp->set_newest_protected_step(newest.count(job) ? newest[job] : -1);
     jp->set_restore_point(restore_points_.count(job) ? restore_points_.at(job) : -1);
   }
+  const RebuildProgress& rp = rebuild_progress_;
+  v1::RebuildStatus* rb = out->mutable_rebuild();
+  if (rebuilding_) {
+    rb->set_state(v1::RebuildStatus::REBUILD_STATE_RUNNING);
+  } else if (!rp.lost.empty()) {
+    rb->set_state(v1::RebuildStatus::REBUILD_STATE_DATA_LOSS);
+  } else if (!rp.compared) {
+    rb->set_state(v1::RebuildStatus::REBUILD_STATE_WAITING);
+  } else if (!rp.missing.empty()) {
+    rb->set_state(rp.last_failed ? v1::RebuildStatus::REBUILD_STATE_RETRYING
+                                 : v1::RebuildStatus::REBUILD_STATE_WAITING);
+  } else {
+    rb->set_state(v1::RebuildStatus::REBUILD_STATE_IDLE);
+  }
+  rb->set_job_id(rp.job_id);
+  rb->set_step(rp.step);
+  rb->set_bytes_done(rp.bytes_done);
+  rb->set_bytes_total(rp.bytes_total);
+  rb->set_started_unix_micros(rp.started_us);
+  rb->set_versions_missing(static_cast<uint32_t>(rp.missing.size()));
+  rb->set_versions_rebuilt(versions_rebuilt_);
+  rb->set_bytes_rebuilt(rp.bytes_rebuilt);
+  rb->set_rebuild_micros(rp.micros);
+  rb->set_first_started_unix_micros(rp.first_started_us);
+  rb->set_last_finished_unix_micros(rp.last_finished_us);
+  for (const auto& [job, why] : rp.lost) rb->add_unrecoverable(why);
+  rb->set_last_failure(rp.last_failure);
 }
 
 // ---- peers ------------------------------------------------------------------------------

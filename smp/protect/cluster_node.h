@@ -44,6 +44,7 @@
 #include "core/snapshot_manager.h"
 #include "holdfast/ec/codec.h"
 #include "holdfast/ec/layout.h"
+#include "holdfast/v1/admin.pb.h"
 #include "holdfast/v1/peer.grpc.pb.h"
 #include "holdfast/v1/snapshot.pb.h"
 #include "protect/data_path.h"
@@ -90,6 +91,12 @@ class ClusterNode final : public v1::Peer::Service {
   bool IsProtected(const std::string& job_id, int64_t step) const;
   void FillStatus(v1::ClusterStatus* out) const;
 
+  // `holdfast verify` (verify_chunks.cc): the versions `req` names, each
+  // checked on this node (items, and its chunks when protected) and, when
+  // protected, on every other member of the group (VerifyChunks). Blocks:
+  // call it on a worker thread (VerifyRunner), never on the loop.
+  Result<v1::VerifyResponse> Verify(const v1::VerifyRequest& req, const std::atomic<bool>& cancel);
+
   const std::string& control_address() const { return me_.control; }
 
   // ---- the Peer service ----
@@ -105,6 +112,8 @@ class ClusterNode final : public v1::Peer::Service {
                            v1::GetManifestResponse* resp) override;
   grpc::Status ReadChunks(grpc::ServerContext* ctx, const v1::ReadChunksRequest* req,
                           v1::ReadChunksResponse* resp) override;
+  grpc::Status VerifyChunks(grpc::ServerContext* ctx, const v1::VerifyChunksRequest* req,
+                            v1::NodeVerifyReport* resp) override;
 
  private:
   // A protected version this member holds: the group manifest and its
@@ -188,6 +197,13 @@ class ClusterNode final : public v1::Peer::Service {
   void FreeProtection(Protection p, const Key& key);
   void ExpirePendingRounds();
 
+  // ---- verify (verify_chunks.cc) ----
+  // This member's check of (job, step): items of its local version, and
+  // its chunks (data pieces, parity) against the group manifest when the
+  // version is protected. NOT_FOUND when it holds neither.
+  Result<v1::NodeVerifyReport> VerifyMine(const std::string& job_id, int64_t step,
+                                          const std::atomic<bool>& cancel);
+
   // ---- rebuild (rebuild.cc) ----
   // Rebuilds this node's chunks of (job, step) from the survivors in
   // `holders` (positions that have it protected and answered).
@@ -219,6 +235,22 @@ class ClusterNode final : public v1::Peer::Service {
   uint64_t versions_rebuilt_ = 0;                      // guarded by mu_
   std::string last_error_;                             // guarded by mu_
   std::set<Key> reported_losses_;                      // guarded by mu_
+  // Rebuild progress and history, for GetStatus.cluster.rebuild (`holdfast
+  // recover`); guarded by mu_.
+  struct RebuildProgress {
+    bool compared = false;  // MaybeRebuild compared with >= k members once
+    std::map<std::string, int64_t> missing;      // job -> newest rebuildable step missing here
+    std::map<std::string, std::string> lost;     // job -> why it cannot be rebuilt
+    std::string job_id;
+    int64_t step = -1;
+    uint64_t bytes_done = 0, bytes_total = 0;
+    int64_t started_us = 0;
+    uint64_t bytes_rebuilt = 0, micros = 0;
+    int64_t first_started_us = 0, last_finished_us = 0;
+    std::string last_failure;
+    bool last_failed = false;
+  };
+  RebuildProgress rebuild_progress_;                   // guarded by mu_
 
   std::mutex pace_mu_;
   std::chrono::steady_clock::time_point pace_next_;  // token bucket, guarded by pace_mu_

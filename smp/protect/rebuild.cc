@@ -43,6 +43,12 @@ ec::ChunkMask FirstK(ec::ChunkMask available, int k) {
 }
 
 // Checks every item of a rebuilt rank part against its recorded checksum.
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 Status VerifyRankPart(const uint8_t* data, uint64_t bytes, const v1::RankManifestRecord& m) {
   for (const v1::Item& item : m.items()) {
     const uint64_t len = item.spec().nbytes();
@@ -182,6 +188,19 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
     stripes.push_back(std::move(s));
   }
   uint64_t bytes_moved = 0;
+  {
+    // Progress for GetStatus (holdfast recover): this node's chunk bytes.
+    uint64_t total = 0;
+    for (const auto& s : stripes) total += s.real[s.target];
+    std::lock_guard lock(mu_);
+    RebuildProgress& rp = rebuild_progress_;
+    rp.job_id = job_id;
+    rp.step = step;
+    rp.bytes_total = total;
+    rp.bytes_done = 0;
+    rp.started_us = NowMicros();
+    if (rp.first_started_us == 0) rp.first_started_us = rp.started_us;
+  }
   ec::NodeMask alive = holders & ~(ec::NodeMask{1} << me);
   bool transient_losses = false;  // survivors dropped for failing, not for missing data
   for (int pass = 0; pass <= m + 1; ++pass) {
@@ -190,6 +209,13 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
       if (!s.done) todo.push_back(&s);
     }
     if (todo.empty()) break;
+    {
+      // A new pass redoes the stripes not done yet.
+      uint64_t done_bytes = 0;
+      for (const auto& s : stripes) done_bytes += s.done ? s.real[s.target] : 0;
+      std::lock_guard lock(mu_);
+      rebuild_progress_.bytes_done = done_bytes;
+    }
     if (pass == m + 1) {
       return release(Status::DataLoss("job " + job_id + " step " + std::to_string(step) +
                                       ": stripes still unreadable after every retry"));
@@ -293,6 +319,10 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
             s->real[s->target] > w * window ? std::min(wlen, s->real[s->target] - w * window) : 0;
         s->out_crc = ec::Checksum({dst, have}, s->out_crc);
         if (!to_parity) data.Scatter(out.offset + w * window, dst, have);
+        {
+          std::lock_guard lock(mu_);
+          rebuild_progress_.bytes_done += have;
+        }
       }
       post(s);
     };
@@ -464,6 +494,12 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
     std::lock_guard lock(mu_);
     protections_[{job_id, step}] = std::move(p);
     ++versions_rebuilt_;
+    RebuildProgress& rp = rebuild_progress_;
+    rp.bytes_done = rp.bytes_total;
+    rp.bytes_rebuilt += rp.bytes_total;
+    rp.last_finished_us = NowMicros();
+    rp.micros += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
   }
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   spdlog::info("rebuilt job {} step {}: {} chunks, {:.1f} MiB read from survivors in {:.3f} s "
@@ -488,6 +524,40 @@ void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateRes
     }
   }
   if (answered < k) return;
+  {
+    // What is missing here, before rebuilding: holdfast recover waits for it.
+    std::lock_guard lock(mu_);
+    RebuildProgress& rp = rebuild_progress_;
+    rp.compared = true;
+    for (const auto& [job, steps] : holders) {
+      int64_t mine = -1;
+      bool busy = false;
+      for (const auto& [key, p] : protections_) {
+        if (key.first == job) mine = std::max(mine, key.second);
+      }
+      for (const auto& [id, pr] : pending_) busy = busy || pr.job_id == job;
+      for (const auto& key : protecting_) busy = busy || key.first == job;
+      if (busy) continue;  // a round of it in progress: not a loss
+      rp.missing.erase(job);
+      rp.lost.erase(job);
+      std::string lost;
+      for (auto it = steps.rbegin(); it != steps.rend() && it->first > mine; ++it) {
+        if (std::popcount(it->second) >= k) {
+          rp.missing[job] = it->first;
+          break;
+        }
+        if (lost.empty()) {
+          lost = "job " + job + " step " + std::to_string(it->first) + ": only " +
+                 std::to_string(std::popcount(it->second)) + " members hold it, fewer than k = " +
+                 std::to_string(k);
+        }
+      }
+      if (rp.missing.count(job) == 0 && !lost.empty()) rp.lost[job] = lost;
+    }
+    for (auto it = rp.missing.begin(); it != rp.missing.end();) {
+      it = holders.count(it->first) ? std::next(it) : rp.missing.erase(it);
+    }
+  }
   for (const auto& [job, steps] : holders) {
     int64_t mine = -1;
     bool busy = false;
@@ -546,6 +616,17 @@ void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateRes
         std::lock_guard lock(mu_);
         rebuilding_ = false;
         if (!s.ok()) last_error_ = s.ToString();
+        rebuild_progress_.last_failed = !s.ok();
+        if (!s.ok()) rebuild_progress_.last_failure = s.ToString();
+        if (s.ok()) rebuild_progress_.missing.erase(job);
+        if (s.code() == StatusCode::kDataLoss && rebuild_progress_.missing.count(job) &&
+            rebuild_progress_.missing[job] == step) {
+          // Its rebuilt bytes failed their checks: an older version is tried
+          // next; until one succeeds the job counts as lost.
+          rebuild_progress_.lost[job] = "job " + job + " step " + std::to_string(step) + ": " +
+                                        s.message();
+        }
+        if (s.ok()) rebuild_progress_.lost.erase(job);
       }
       if (s.ok()) break;  // the newest rebuildable version is what matters
       spdlog::error("REBUILD FAILED for job {} step {}: {}{}", job, step, s.ToString(),

@@ -5,8 +5,9 @@ cluster file (docs/cluster.md), data over UCX tcp; on loopback by default, or at
 behind a command prefix the test gives (e.g. `ip netns exec NS`, one network namespace per node).
 
 Binaries come from the environment, set by ctest to the build's: $HOLDFAST_HOLDFASTD (holdfastd),
-$HOLDFAST_SNAPSHOT_TOOL (holdfast_snapshot_tool) and $HOLDFAST_STATUS_JSON (holdfast_status_json:
-GetStatus as JSON, since Debian's Python has no gRPC module). Tests that need one skip when it is
+$HOLDFAST_SNAPSHOT_TOOL (holdfast_snapshot_tool), $HOLDFAST_STATUS_JSON (holdfast_status_json:
+GetStatus as JSON, since Debian's Python has no gRPC module) and $HOLDFAST_CLI (the `holdfast`
+operator CLI). Tests that need one skip when it is
 not set. Daemons get SIGKILL when the test process dies, so a test killed by ctest's timeout
 leaves none behind.
 """
@@ -28,6 +29,7 @@ from typing import Optional, Sequence
 HOLDFASTD = os.environ.get("HOLDFAST_HOLDFASTD", "")
 SNAPSHOT_TOOL = os.environ.get("HOLDFAST_SNAPSHOT_TOOL", "")
 STATUS_JSON = os.environ.get("HOLDFAST_STATUS_JSON", "")
+CLI = os.environ.get("HOLDFAST_CLI", "")
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -48,6 +50,21 @@ def require_cluster_tools() -> None:
         raise unittest.SkipTest("HOLDFAST_SNAPSHOT_TOOL is not set to a holdfast_snapshot_tool")
     if not _executable(STATUS_JSON):
         raise unittest.SkipTest("HOLDFAST_STATUS_JSON is not set to a holdfast_status_json")
+
+
+def require_cli() -> None:
+    if not _executable(CLI):
+        raise unittest.SkipTest("HOLDFAST_CLI is not set to a holdfast binary")
+
+
+def run_cli(*args: str, prefix: Sequence[str] = (), stdin: Optional[str] = None,
+            timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """`holdfast ARGS` behind `prefix`; stdin is /dev/null unless given, so the CLI never sees a
+    terminal."""
+    require_cli()
+    return subprocess.run(list(prefix) + [CLI] + list(args), input=stdin,
+                          stdin=None if stdin is not None else subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def failed(test: unittest.TestCase) -> bool:
@@ -171,6 +188,12 @@ class Daemon:
         r = subprocess.run([STATUS_JSON, self.socket], capture_output=True, text=True, timeout=30)
         return json.loads(r.stdout) if r.returncode == 0 else None
 
+    def cli(self, *args: str, stdin: Optional[str] = None,
+            timeout: float = 120.0) -> subprocess.CompletedProcess:
+        """`holdfast --socket <this daemon's socket> ARGS` (behind the node's prefix)."""
+        return run_cli("--socket", self.socket, *args, prefix=self.prefix, stdin=stdin,
+                       timeout=timeout)
+
     def log(self) -> str:
         try:
             with open(self.log_path, encoding="utf-8", errors="replace") as f:
@@ -210,6 +233,7 @@ class Cluster:
         lines = [f"cluster_id: {cluster_id}", f"code: {{k: {k}, m: {m}}}", f"window: {window}",
                  "nodes:"]
         ports = free_ports(2 * n)
+        self.control = [f"{host}:{ports[2 * i]}" for i, host in enumerate(hosts)]
         for i, host in enumerate(hosts):
             lines.append(f"  - {{id: n{i}, control: {host}:{ports[2 * i]}, "
                          f"data: {host}:{ports[2 * i + 1]}}}")
