@@ -82,7 +82,7 @@ def main() -> int:
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--context", type=int, default=32)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--pace", type=float, default=0.0, help="seconds to sleep after each step")
     args = p.parse_args()
 

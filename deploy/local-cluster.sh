@@ -10,14 +10,15 @@
 # start: N must be a multiple of K+M (default M=1, K=N-1: one group; N=1 runs one daemon alone).
 #   Waits until every daemon answers GetStatus and, in a cluster, sees every member of its group
 #   up; then prints where everything is. Fails (and stops what it started) otherwise.
-# status: one line per node (pid, up, group members up, versions, memory); --json: GetStatus of
-#   each node as a JSON object keyed by node id. Exit 1 when a node does not answer.
+# status: one line per node (pid, up, versions, memory, health, group members up); --json:
+#   `holdfast status --json` of each node as a JSON object keyed by node id. Exit 1 when a node
+#   does not answer.
 # stop: SIGTERM, wait (then SIGKILL after 20 s), remove every file: shared memory, data, logs.
 #
 # DIR (default /tmp/holdfast-local) gets: cluster.yaml, cluster.env (shell variables, for
 # scripts: `. DIR/cluster.env`), cluster.json (the same as JSON), and nI/{holdfastd.yaml,
 # holdfastd.sock, holdfastd.log, data/} per node. Segments go to /dev/shm/holdfast-local-*/nI.
-# Binaries: --bin DIR or $HOLDFAST_BIN (holdfastd and holdfast_status_json in it or below it),
+# Binaries: --bin DIR or $HOLDFAST_BIN (holdfastd and the `holdfast` CLI in it or below it),
 # else the first build directory of the source tree that has them.
 set -euo pipefail
 
@@ -70,10 +71,9 @@ find_tool() {  # find_tool NAME: print its path, or nothing
 }
 tools() {
   holdfastd="$(find_tool holdfastd)"
-  status_json="$(find_tool holdfast_status_json)"
+  cli="$(find_tool holdfast)"
   [[ -n "$holdfastd" ]] || die "no holdfastd found${bin:+ under $bin}; build it or pass --bin DIR"
-  [[ -n "$status_json" ]] ||
-    die "no holdfast_status_json found${bin:+ under $bin} (target holdfast_status_json)"
+  [[ -n "$cli" ]] || die "no holdfast CLI found${bin:+ under $bin} (target holdfast)"
 }
 
 free_ports() {  # free_ports COUNT: COUNT distinct TCP ports free on 127.0.0.1 right now
@@ -100,9 +100,13 @@ node_pid() {  # node_pid I: print the running pid of node I, or nothing
   if tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "--config ${!cfgvar} "; then echo "$pid"; fi
 }
 
-status_of() {  # status_of I: GetStatus of node I as one line of JSON (exit 1: no answer)
+status_of() {  # status_of I: `holdfast status --json` of node I (exit 1: no answer)
   local sockvar="HOLDFAST_SOCKET_$1"
-  "$HOLDFAST_STATUS_JSON" "${!sockvar}" 2>/dev/null
+  local out
+  # `status` exits 6/7 for HEALTH_WARN/ERR and still prints the status; 3: no answer.
+  out="$("$HOLDFAST_CLI" --socket "${!sockvar}" --timeout 5 status --json 2>/dev/null)" || true
+  [[ -n "$out" ]] || return 1
+  echo "$out"
 }
 
 healthy() {  # healthy I: node I answers and sees every member of its group up
@@ -113,7 +117,8 @@ import json, sys
 st = json.loads(sys.argv[1]); want = sys.argv[2]
 if st["node_id"] != want: sys.exit(1)
 c = st.get("cluster")
-sys.exit(0 if c is None or (c["members"] and all(p["up"] for p in c["members"])) else 1)
+sys.exit(0 if c is None or (c["members"] and all(p["state"] == "up" for p in c["members"]))
+         else 1)
 ' "$st" "$2"
 }
 
@@ -173,7 +178,7 @@ start() {
     echo "HOLDFAST_CLUSTER_FILE=$([[ -n "$k" ]] && echo "$dir/cluster.yaml")"
     echo "HOLDFAST_SHM_ROOT=$shm_root"
     echo "HOLDFASTD=$holdfastd"
-    echo "HOLDFAST_STATUS_JSON=$status_json"
+    echo "HOLDFAST_CLI=$cli"
     echo "HOLDFAST_NODE_IDS=\"$(for ((i = 0; i < nodes; i++)); do printf 'n%d ' "$i"; done | sed 's/ $//')\""
   } > "$dir/cluster.env"
 
@@ -266,7 +271,7 @@ for line in open(sys.argv[1], encoding="utf-8"):
 n = int(env["HOLDFAST_NODES"])
 out = {"dir": env["HOLDFAST_CLUSTER_DIR"], "k": int(env["HOLDFAST_K"]), "m": int(env["HOLDFAST_M"]),
        "cluster_file": env["HOLDFAST_CLUSTER_FILE"], "shm_root": env["HOLDFAST_SHM_ROOT"],
-       "holdfastd": env["HOLDFASTD"], "status_json": env["HOLDFAST_STATUS_JSON"], "nodes": []}
+       "holdfastd": env["HOLDFASTD"], "cli": env["HOLDFAST_CLI"], "nodes": []}
 for i in range(n):
     out["nodes"].append({
         "id": f"n{i}", "pid": int(env[f"HOLDFAST_PID_{i}"]), "config": env[f"HOLDFAST_CONFIG_{i}"],
@@ -294,15 +299,16 @@ status() {
 import json, sys
 st = json.loads(sys.argv[1])
 versions = sum(int(j["versions"]) for j in st["jobs"])
-line = "%4s  pid %-7s up  %d jobs, %d versions, %.2f of %.2f GiB" % (
+line = "%4s  pid %-7s up  %d jobs, %d versions, %.2f of %.2f GiB, %s" % (
     st["node_id"], sys.argv[2], len(st["jobs"]), versions,
-    int(st["memory_used_bytes"]) / 2**30, int(st["memory_budget_bytes"]) / 2**30)
+    int(st["memory"]["used_bytes"]) / 2**30, int(st["memory"]["budget_bytes"]) / 2**30,
+    st["health"]["status"])
 c = st.get("cluster")
 if c:
-    up = sum(1 for p in c["members"] if p["up"])
+    up = sum(1 for p in c["members"] if p["state"] == "up")
     line += "; group %d, %d/%d members up" % (c["group"], up, len(c["members"]))
-    if c["rebuilding"]:
-        line += ", rebuilding"
+    if c["rebuild"]["state"] != "REBUILD_STATE_IDLE":
+        line += ", rebuild " + c["rebuild"]["state"].removeprefix("REBUILD_STATE_").lower()
     if c["last_error"]:
         line += "; last error: " + c["last_error"]
 print(line)' "$st" "$pid"

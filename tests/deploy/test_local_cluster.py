@@ -84,9 +84,9 @@ class LocalClusterTest(unittest.TestCase):
                 r = self.run_script("status", "--dir", self.dir, "--json")
                 self.assertEqual(r.returncode, 0, r.stderr)
                 st = json.loads(r.stdout)
-                points = [j["restore_point"] for s in st.values() for j in s["cluster"]["jobs"]
+                points = [j["restore_point"] for s in st.values() for j in s["jobs"]
                           if j["job_id"] == "demo"]
-                if points == ["1", "1", "1"]:
+                if points == [1, 1, 1]:
                     break
                 self.assertLess(time.monotonic(), deadline, f"restore points: {st}")
                 time.sleep(0.2)
