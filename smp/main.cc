@@ -175,6 +175,7 @@ int main(int argc, char** argv) {
     copts.config = std::move(cluster_config).value();
     copts.node_id = config.node_id;
     copts.incarnation = *incarnation;
+    copts.state_dir = config.data_dir;  // addresses peers announced (docs/cli.md)
     auto node = smp::ClusterNode::Create(std::move(copts), manager.get(), catalog->get(), &loop,
                                          transport.get());
     if (!node.ok()) return Fail(node.status().WithContext("cluster " + config.cluster_file));

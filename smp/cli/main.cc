@@ -179,6 +179,7 @@ int CmdStatus(Daemon& d, const Global& g) {
       for (const auto& mem : c.members()) {
         members.push_back({{"node_id", mem.node_id()},
                            {"state", cli::MemberState(mem)},
+                           {"control_address", mem.control_address()},
                            {"incarnation", fmt::format("{:016x}", mem.incarnation())}});
       }
       const auto& rb = c.rebuild();
@@ -229,11 +230,12 @@ int CmdStatus(Daemon& d, const Global& g) {
     if (cluster) {
       const auto& c = st.cluster();
       fmt::print("\ngroup {}:\n", c.group());
-      cli::Table t({"POS", "NODE", "STATE", "INCARNATION"});
+      cli::Table t({"POS", "NODE", "STATE", "CONTROL ADDRESS", "INCARNATION"});
       for (int p = 0; p < c.members_size(); ++p) {
         const auto& mem = c.members(p);
         t.Add({std::to_string(p), mem.node_id() + (p == c.position() ? " (this)" : ""),
-               cli::MemberState(mem), fmt::format("{:016x}", mem.incarnation())});
+               cli::MemberState(mem), mem.control_address(),
+               fmt::format("{:016x}", mem.incarnation())});
       }
       fmt::print("{}", t.Render());
       const auto& rb = c.rebuild();
@@ -469,7 +471,37 @@ int CmdVerify(Daemon& d, const Global& g, const std::string& job, std::optional<
 
 // ---- recover -------------------------------------------------------------------------------
 
-int CmdRecover(Daemon& d, const Global& g, const std::string& node, double timeout_s) {
+// --address: every other member of the group must reach `node` at
+// `address` (learned from the replacement's Hello, docs/cli.md). Waits until
+// each up member reports it, or `deadline`; returns the ids still pending.
+std::vector<std::string> ConfirmAddress(const Global& g, const v1::GetStatusResponse& st,
+                                        const std::string& node, const std::string& address,
+                                        Clock::time_point deadline, std::vector<std::string>* ok) {
+  std::vector<std::string> pending;
+  for (const auto& mem : st.cluster().members()) {
+    if (mem.node_id() == node) continue;
+    Global via = g;
+    via.endpoint = mem.control_address();
+    via.timeout_s = std::min(g.timeout_s, 5.0);
+    Daemon peer(via);
+    bool confirmed = false;
+    while (!confirmed) {
+      v1::GetStatusResponse ps;
+      if (!peer.Status(&ps) && ps.has_cluster()) {
+        for (const auto& m : ps.cluster().members()) {
+          confirmed = confirmed || (m.node_id() == node && m.control_address() == address);
+        }
+      }
+      if (confirmed || Clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    (confirmed ? *ok : pending).push_back(mem.node_id());
+  }
+  return pending;
+}
+
+int CmdRecover(Daemon& d, const Global& g, const std::string& node, const std::string& address,
+               double timeout_s) {
   const bool tty = isatty(STDERR_FILENO) != 0;
   const auto t0 = Clock::now();
   const auto deadline = t0 + std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
@@ -493,6 +525,17 @@ int CmdRecover(Daemon& d, const Global& g, const std::string& node, double timeo
                                      "holdfastd with --node-id {} and run recover against it "
                                      "(its socket, or --endpoint with its control address)",
                                      d.target(), st.node_id(), node, node)});
+        }
+        if (!address.empty()) {
+          const auto& c = st.cluster();
+          const std::string& mine = c.members(c.position()).control_address();
+          if (mine != address) {
+            return Report({cli::kExitError,
+                           fmt::format("node {} runs at {} (its cluster file), not {}: start the "
+                                       "replacement with a cluster file that gives {} the "
+                                       "control address {}",
+                                       node, mine, address, node, address)});
+          }
         }
         identity_checked = true;
       }
@@ -535,6 +578,9 @@ int CmdRecover(Daemon& d, const Global& g, const std::string& node, double timeo
         const double secs = static_cast<double>(rb.rebuild_micros()) / 1e6;
         const double rate = secs > 0 ? static_cast<double>(rb.bytes_rebuilt()) / secs : 0;
         const bool lost = rb.state() == v1::RebuildStatus::REBUILD_STATE_DATA_LOSS;
+        std::vector<std::string> confirmed;
+        std::vector<std::string> pending;
+        if (!address.empty()) pending = ConfirmAddress(g, st, node, address, deadline, &confirmed);
         if (g.json) {
           fmt::print("{}\n", json{{"node_id", st.node_id()},
                                   {"result", lost ? "data_loss" : "rebuilt"},
@@ -544,7 +590,12 @@ int CmdRecover(Daemon& d, const Global& g, const std::string& node, double timeo
                                   {"bytes_per_second", rate},
                                   {"unrecoverable", std::vector<std::string>(
                                                         rb.unrecoverable().begin(),
-                                                        rb.unrecoverable().end())}}
+                                                        rb.unrecoverable().end())},
+                                  {"address", address.empty()
+                                                  ? json(nullptr)
+                                                  : json{{"control", address},
+                                                         {"confirmed_by", confirmed},
+                                                         {"pending", pending}}}}
                                  .dump(2));
         } else {
           fmt::print("{}: {} version(s) rebuilt, {} in {} ({})\n",
@@ -552,6 +603,12 @@ int CmdRecover(Daemon& d, const Global& g, const std::string& node, double timeo
                      cli::FormatBytes(rb.bytes_rebuilt()), cli::FormatDuration(secs),
                      cli::FormatRate(rate));
           for (const auto& why : rb.unrecoverable()) fmt::print("cannot rebuild {}\n", why);
+          if (!address.empty()) {
+            fmt::print("address {} of {} known to: {}{}\n", address, node,
+                       confirmed.empty() ? "none" : fmt::format("{}", fmt::join(confirmed, ", ")),
+                       pending.empty() ? ""
+                                       : fmt::format("; NOT yet to: {}", fmt::join(pending, ", ")));
+          }
         }
         if (lost) {
           fmt::print(stderr,
@@ -559,6 +616,13 @@ int CmdRecover(Daemon& d, const Global& g, const std::string& node, double timeo
                      "than the code tolerates (m = {}); restore from a disk checkpoint\n",
                      node, c.m());
           return cli::kExitDataLoss;
+        }
+        if (!pending.empty()) {
+          fmt::print(stderr,
+                     "holdfast: {} do not reach {} at {} yet (down, or not contacted by it); "
+                     "re-run recover once they are up\n",
+                     fmt::join(pending, ", "), node, address);
+          return cli::kExitError;
         }
         return cli::kExitOk;
       }
@@ -692,12 +756,18 @@ int main(int argc, char** argv) {
   double recover_timeout = 3600;
   recover->add_option("--node", recover_node, "the lost node's id (the replacement runs with it)")
       ->required();
+  std::string recover_address;
+  recover->add_option("--address", recover_address,
+                      "the replacement runs at this control address HOST:PORT instead of the lost "
+                      "node's (its cluster file says so): check that it does and that every other "
+                      "member has learned it");
   recover->add_option("--wait", recover_timeout, "seconds to follow the rebuild before giving up")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   recover->footer("Re-running recover re-attaches to a rebuild in progress. Exit codes: 0 rebuilt "
                   "(or nothing to rebuild), 5 unrecoverable (more than m members lost), 1 not done "
-                  "within --wait or wrong node, 3 daemon unreachable.");
+                  "within --wait, wrong node, or (--address) a member that has not learned the "
+                  "new address, 3 daemon unreachable.");
 
   auto* drop = app.add_subcommand("drop", "free versions of a job");
   std::string drop_job;
@@ -730,7 +800,7 @@ int main(int argc, char** argv) {
                      verify_step_opt->count() ? std::optional<int64_t>(verify_step) : std::nullopt,
                      verify_timeout);
   }
-  if (*recover) return CmdRecover(d, g, recover_node, recover_timeout);
+  if (*recover) return CmdRecover(d, g, recover_node, recover_address, recover_timeout);
   if (*drop) {
     // Over --endpoint the daemon itself refuses (PERMISSION_DENIED): the
     // rule is enforced there, not here.

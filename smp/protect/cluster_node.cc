@@ -74,8 +74,6 @@ uint64_t ConfigHash(const ClusterConfig& c) {
                    std::to_string(c.code.copies) + "," + std::to_string(c.window_bytes));
   for (const NodeSpec& n : c.nodes) {
     h = Fnv1a(h, n.id);
-    h = Fnv1a(h, n.control);
-    h = Fnv1a(h, n.data);
     h = Fnv1a(h, n.domain);
   }
   return h;
@@ -110,17 +108,26 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(ClusterNodeOptions opti
   const Group& group = node->groups_[node->placement_.group];
   node->me_ = config.nodes[group.members[node->placement_.position]];
   node->config_hash_ = ConfigHash(config);
-  grpc::ChannelArguments args;
+  grpc::ChannelArguments& args = node->channel_args_;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // Peers that announced another address than the file's (a replacement
+  // elsewhere) are reached there.
+  node->address_overrides_ = LoadAddresses(node->options_.state_dir);
   auto make_peer = [&](int node_index) {
     auto peer = std::make_unique<Peer>();
     peer->node = node_index;
     peer->id = config.nodes[node_index].id;
-    peer->channel = grpc::CreateCustomChannel(config.nodes[node_index].control,
-                                              grpc::InsecureChannelCredentials(), args);
-    peer->stub = v1::Peer::NewStub(peer->channel);
+    peer->control = config.nodes[node_index].control;
+    if (auto it = node->address_overrides_.find(peer->id);
+        it != node->address_overrides_.end() && peer->id != node->me_.id) {
+      spdlog::info("peer {} is at {} (announced; the cluster file says {})", peer->id,
+                   it->second.first, peer->control);
+      peer->control = it->second.first;
+    }
+    peer->stub = v1::Peer::NewStub(
+        grpc::CreateCustomChannel(peer->control, grpc::InsecureChannelCredentials(), args));
     return peer;
   };
   for (int idx : group.members) node->members_.push_back(make_peer(idx));
@@ -212,6 +219,7 @@ void ClusterNode::FillStatus(v1::ClusterStatus* out) const {
     ps->set_up(self || peer->up);
     ps->set_incarnation(self ? options_.incarnation : peer->incarnation);
     ps->set_rebuilding(self ? rebuilding_ : peer->rebuilding);
+    ps->set_control_address(peer->control);
   }
   out->set_rebuilding(rebuilding_);
   uint64_t parity = 0;
@@ -272,6 +280,8 @@ v1::PeerIdentity ClusterNode::Identity() const {
   id.set_node_id(me_.id);
   id.set_incarnation(options_.incarnation);
   id.set_ucx_address(transport_->address());
+  id.set_control_address(me_.control);
+  id.set_data_address(me_.data);
   return id;
 }
 
@@ -290,6 +300,11 @@ std::unique_ptr<grpc::ClientContext> ClusterNode::Context(std::chrono::milliseco
 }
 
 ClusterNode::Peer& ClusterNode::PeerAt(int position) { return *members_[position]; }
+
+std::shared_ptr<v1::Peer::Stub> ClusterNode::StubOf(Peer& peer) const {
+  std::lock_guard lock(mu_);
+  return peer.stub;
+}
 
 void ClusterNode::MarkDown(Peer& peer, const Status& why) {
   Transport::EndpointId old = 0;
@@ -324,7 +339,7 @@ Result<Transport::EndpointId> ClusterNode::EnsureEndpoint(Peer& peer, bool force
   // Through a channel still backing off from an earlier failure: wait for
   // it to connect (a peer asking us to send to it is up).
   ctx->set_wait_for_ready(force);
-  Status s = FromGrpc(peer.stub->Hello(ctx.get(), req, &resp));
+  Status s = FromGrpc(StubOf(peer)->Hello(ctx.get(), req, &resp));
   if (s.ok() && resp.me().node_id() != peer.id) {
     s = Status::FailedPrecondition("the node at " + options_.config.nodes[peer.node].control +
                                    " is " + resp.me().node_id() + ", not " + peer.id);
@@ -399,6 +414,7 @@ grpc::Status ClusterNode::Hello(grpc::ServerContext*, const v1::HelloRequest* re
                     from.node_id(), from.config_hash(), config_hash_)));
   }
   if (Status s = CheckCaller(from.node_id()); !s.ok()) return ToGrpcStatus(s);
+  LearnAddress(from);
   *resp->mutable_me() = Identity();
   return grpc::Status::OK;
 }
@@ -598,7 +614,7 @@ void ClusterNode::PollOnce() {
       req.set_from_node(me_.id);
       v1::GroupStateResponse resp;
       auto ctx = Context(options_.rpc_timeout);
-      Status s = FromGrpc(peer.stub->GroupState(ctx.get(), req, &resp));
+      Status s = FromGrpc(StubOf(peer)->GroupState(ctx.get(), req, &resp));
       if (!s.ok()) {
         if (peer.id != me_.id) MarkDown(peer, s);
         return;
@@ -760,7 +776,7 @@ Status ClusterNode::RunRound(const std::string& job_id, int64_t step,
       calls.push_back(std::async(std::launch::async, [&, p] {
         v1::ProtectResponse resp;
         TrackCall(contexts[p].get(), true);
-        Status s = FromGrpc(PeerAt(p).stub->Protect(contexts[p].get(), req, &resp));
+        Status s = FromGrpc(StubOf(PeerAt(p))->Protect(contexts[p].get(), req, &resp));
         TrackCall(contexts[p].get(), false);
         results[p] = s.ok() ? Result<v1::ProtectResponse>(std::move(resp))
                             : Result<v1::ProtectResponse>(s.WithContext(PeerAt(p).id));
@@ -837,7 +853,7 @@ Status ClusterNode::RunRound(const std::string& job_id, int64_t step,
     calls.push_back(std::async(std::launch::async, [&, p] {
       v1::ConcludeResponse resp;
       auto ctx = Context(options_.rpc_timeout);
-      Status s = FromGrpc(PeerAt(p).stub->Conclude(ctx.get(), conclude, &resp));
+      Status s = FromGrpc(StubOf(PeerAt(p))->Conclude(ctx.get(), conclude, &resp));
       if (!s.ok()) {
         spdlog::warn("conclude of job {} step {} at {}: {} (it will rebuild what it lacks)",
                      job_id, step, PeerAt(p).id, s.ToString());
@@ -880,7 +896,7 @@ int64_t ClusterNode::ComputeRestorePoint(
       req.set_job_id(job_id);
       v1::GroupStateResponse resp;
       auto ctx = Context(options_.rpc_timeout);
-      if (others_.at(idx)->stub->GroupState(ctx.get(), req, &resp).ok()) {
+      if (StubOf(*others_.at(idx))->GroupState(ctx.get(), req, &resp).ok()) {
         gstates.push_back(std::move(resp));
       } else {
         gstates.push_back(std::nullopt);

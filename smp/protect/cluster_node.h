@@ -60,10 +60,14 @@ struct ClusterNodeOptions {
   std::chrono::milliseconds rpc_timeout{2000};      // control calls
   std::chrono::milliseconds round_timeout{120000};  // one protection round or rebuild read
   int windows_in_flight = 8;                        // per stream
+  // Where the addresses peers announced (a replacement elsewhere) are kept
+  // across restarts: <state_dir>/peer-addresses. "" = not kept.
+  std::string state_dir;
 };
 
 // The hash of what every member must agree on: cluster id, code, window,
-// nodes (id, addresses, domain), in order.
+// nodes (id, domain), in order. Not addresses: a replacement may run at
+// another address than the lost node did (LearnAddress).
 uint64_t ConfigHash(const ClusterConfig& config);
 
 // The 64-bit UCX tag of one window: round or transfer id, stripe, chunk,
@@ -137,8 +141,10 @@ class ClusterNode final : public v1::Peer::Service {
   struct Peer {
     int node = 0;  // index into config.nodes
     std::string id;
-    std::shared_ptr<grpc::Channel> channel;
-    std::unique_ptr<v1::Peer::Stub> stub;
+    // Guarded by ClusterNode::mu_ (replaced when the peer announces a new
+    // address; callers take a reference with StubOf):
+    std::shared_ptr<v1::Peer::Stub> stub;
+    std::string control;  // the address `stub` talks to
     // Guarded by ClusterNode::mu_:
     uint64_t incarnation = 0;
     std::string ucx_address;
@@ -160,6 +166,16 @@ class ClusterNode final : public v1::Peer::Service {
   Status CheckCaller(const std::string& node_id) const;
   std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds timeout) const;
   Peer& PeerAt(int position);  // of my group
+  std::shared_ptr<v1::Peer::Stub> StubOf(Peer& peer) const;
+  // ---- addresses (addresses.cc) ----
+  // A Hello from `from` that passed the checks: if it announces another
+  // control address than the one used for it, use that from now on and keep
+  // it in <state_dir>/peer-addresses.
+  void LearnAddress(const v1::PeerIdentity& from);
+  // The file's overrides (id -> control, data); empty without state_dir.
+  static std::map<std::string, std::pair<std::string, std::string>> LoadAddresses(
+      const std::string& state_dir);
+  void SaveAddresses(std::map<std::string, std::pair<std::string, std::string>> addresses);
   // Hello if the peer has no endpoint yet (or `force`): its identity,
   // incarnation and a UCX endpoint. Marks it up or down.
   Result<Transport::EndpointId> EnsureEndpoint(Peer& peer, bool force = false);
@@ -235,6 +251,11 @@ class ClusterNode final : public v1::Peer::Service {
   uint64_t versions_rebuilt_ = 0;                      // guarded by mu_
   std::string last_error_;                             // guarded by mu_
   std::set<Key> reported_losses_;                      // guarded by mu_
+  // Addresses peers announced that differ from the cluster file: id ->
+  // (control, data). Guarded by mu_.
+  std::map<std::string, std::pair<std::string, std::string>> address_overrides_;
+  std::mutex save_mu_;  // serializes writing the overrides file
+  grpc::ChannelArguments channel_args_;
   // Rebuild progress and history, for GetStatus.cluster.rebuild (`holdfast
   // recover`); guarded by mu_.
   struct RebuildProgress {

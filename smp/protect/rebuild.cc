@@ -343,7 +343,7 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
         v1::ReadChunksResponse resp;
         auto ctx = Context(options_.round_timeout + options_.rpc_timeout);
         TrackCall(ctx.get(), true);
-        Status st = FromGrpc(PeerAt(holder).stub->ReadChunks(ctx.get(), rq, &resp))
+        Status st = FromGrpc(StubOf(PeerAt(holder))->ReadChunks(ctx.get(), rq, &resp))
                         .WithContext("reading from " + PeerAt(holder).id);
         TrackCall(ctx.get(), false);
         return st;
@@ -602,7 +602,7 @@ void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateRes
         req.set_step(step);
         v1::GetManifestResponse resp;
         auto ctx = Context(options_.rpc_timeout);
-        if (PeerAt(p).stub->GetManifest(ctx.get(), req, &resp).ok()) manifest = resp.manifest();
+        if (StubOf(PeerAt(p))->GetManifest(ctx.get(), req, &resp).ok()) manifest = resp.manifest();
       }
       if (!manifest) break;
       {

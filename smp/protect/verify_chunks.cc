@@ -211,7 +211,7 @@ Result<v1::VerifyResponse> ClusterNode::Verify(const v1::VerifyRequest& req,
           rq.set_step(step);
           v1::NodeVerifyReport report;
           TrackCall(ctx, true);
-          Status s = FromGrpc(peer.stub->VerifyChunks(ctx, rq, &report));
+          Status s = FromGrpc(StubOf(peer)->VerifyChunks(ctx, rq, &report));
           TrackCall(ctx, false);
           if (s.code() == StatusCode::kNotFound) {
             report.Clear();

@@ -3,7 +3,8 @@ loopback, UCX over tcp): each command's table and --json output checked against 
 state (holdfast_status_json, what holdfast_snapshot_tool saved), verify finding a byte flipped in a
 parity or data segment file and naming it, drop's confirmation and --force rules, exit codes, and
 recover following the rebuild of a lost node (also after waiting for a second node that was down,
-and failing cleanly with exit 5 after m+1 losses)."""
+at a new control address, and failing cleanly with exit 5 after m+1 losses), and the commands on
+a daemon without a cluster."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import sys
 import time
 import unittest
 
-from daemon import Cluster, failed, free_port, require_cli, require_cluster_tools, run_cli
+from daemon import (SNAPSHOT_TOOL, Cluster, Daemon, failed, free_port, free_ports, require_cli,
+                    require_cluster_tools, run_cli)
 
 ITEM_BYTES = 64 << 10
 JOB = "train"
@@ -94,8 +96,8 @@ class CliOnClusterTest(unittest.TestCase):
         self.assertEqual(c["cluster_id"], st["cluster"]["cluster_id"])
         self.assertEqual(c["cluster_id"], "pytest")
         self.assertEqual((c["k"], c["m"], c["position"]), (2, 1, 0))
-        self.assertEqual([(m["node_id"], m["state"]) for m in c["members"]],
-                         [("n0", "up"), ("n1", "up"), ("n2", "up")])
+        self.assertEqual([(m["node_id"], m["state"], m["control_address"]) for m in c["members"]],
+                         [(f"n{i}", "up", self.cluster.control[i]) for i in range(3)])
         self.assertEqual([m["incarnation"] for m in c["members"]],
                          [f"{int(m['incarnation']):016x}" for m in st["cluster"]["members"]])
         self.assertEqual(out["memory"]["budget_bytes"], 256 << 20)
@@ -122,7 +124,8 @@ class CliOnClusterTest(unittest.TestCase):
         self.assertIn("cluster:  pytest  (node n0, group 0, position 0, code 2+1)", r.stdout)
         self.assertRegex(r.stdout, r"(?m)^health:\s+HEALTH_OK$")
         for i in range(3):
-            self.assertRegex(r.stdout, rf"(?m)^{i}\s+n{i}( \(this\))?\s+up\s+[0-9a-f]{{16}}$")
+            self.assertRegex(r.stdout, rf"(?m)^{i}\s+n{i}( \(this\))?\s+up\s+"
+                                       rf"{re.escape(self.cluster.control[i])}\s+[0-9a-f]{{16}}$")
         # JOB WORLD LOCAL-RANKS COMMITTED PROTECTED RESTORE-POINT VERSIONS BYTES
         rp = self.cluster.job_status(0, JOB)["restore_point"]
         self.assertRegex(r.stdout, rf"(?m)^{JOB}\s+3\s+0\s+2\s+{rp}\s+{rp}\s+\d+\s+[\d.]+ \w+$")
@@ -342,6 +345,51 @@ class CliOnClusterTest(unittest.TestCase):
         self.assertEqual(self.scratch_steps(), [])
 
 
+class StandaloneTest(unittest.TestCase):
+    """A daemon without a cluster: no restore point, items-only verify."""
+
+    def test_commands_on_a_lone_daemon(self) -> None:
+        require_cluster_tools()
+        require_cli()
+        d = Daemon(budget="64MiB", node_id="solo")
+        self.addCleanup(d.close)
+        tool = [SNAPSHOT_TOOL, "--socket", d.socket, "--job", "solo", "--rank", "0",
+                "--world-size", "1", "--items", "2", "--item-bytes", str(ITEM_BYTES)]
+        r = subprocess.run(tool + ["save", "--steps", "0:2"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = d.cli("status")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("node:     solo  (no cluster)", r.stdout)
+        self.assertRegex(r.stdout, r"(?m)^solo\s+1\s+0\s+2\s+-\s+-\s+2\s+")
+        out = parse(self, d.cli("--json", "status"))
+        self.assertIsNone(out["cluster"])
+        self.assertEqual(out["jobs"][0]["restore_point"], -1)
+        self.assertEqual([(v["step"], v["state"]) for v in
+                          parse(self, d.cli("--json", "ls"))["versions"]],
+                         [(1, "local"), (2, "local")])
+        r = d.cli("--json", "verify")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out = parse(self, r)
+        self.assertEqual([(v["step"], v["protected"], v["nodes"][0]["items_checked"])
+                          for v in out["versions"]], [(1, False, 2), (2, False, 2)])
+        # A damaged item is named (rank, item) and exits 5.
+        segment = out["versions"][1]["nodes"][0]["data_segments"][0]
+        flip_byte(os.path.join(d.shm, segment), ITEM_BYTES + 7)  # inside the second item
+        r = d.cli("verify", "--job", "solo", "--step", "2")
+        self.assertEqual(r.returncode, 5, r.stdout + r.stderr)
+        self.assertIn("BAD  solo  job solo step 2  rank 0 item layer0001.weight", r.stdout)
+        flip_byte(os.path.join(d.shm, segment), ITEM_BYTES + 7)
+        # Without a cluster there is no restore point: the newest version drops with --yes.
+        r = d.cli("drop", "--job", "solo", "--step", "2", "--yes")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual([v["step"] for v in parse(self, d.cli("--json", "ls"))["versions"]], [1])
+        # recover needs a cluster.
+        r = d.cli("recover", "--node", "solo")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not in a cluster", r.stderr)
+
+
 class RecoverTest(unittest.TestCase):
     """`holdfast recover`, each test with its own cluster."""
 
@@ -427,6 +475,49 @@ class RecoverTest(unittest.TestCase):
         r = self.wait_cli(0, ["status"], 6)
         self.assertEqual(r.returncode, 6, r.stdout + r.stderr)
         self.assertIn("1 of 3 members down (n2); data still protected", r.stdout)
+
+    def test_recover_at_a_new_address(self) -> None:
+        c = self.cluster
+        c.start_all()
+        save(c, "moved", "0:1")
+        c.wait_restore_point("moved", 1, agreed=True)
+        c.kill(1, wipe=True)
+        # The replacement runs elsewhere: its cluster file gives n1 new ports (only addresses
+        # differ, which the handshake's config hash leaves out).
+        new_control, new_data = (f"127.0.0.1:{p}" for p in free_ports(2))
+        with open(c.cluster_file, encoding="utf-8") as f:
+            text = f.read()
+        text, count = re.subn(r"(?m)^  - \{id: n1, .*\}$",
+                              f"  - {{id: n1, control: {new_control}, data: {new_data}}}", text)
+        self.assertEqual(count, 1)
+        moved_file = os.path.join(c.root, "cluster-n1-moved.yaml")
+        with open(moved_file, "w", encoding="utf-8") as f:
+            f.write(text)
+        args = c.nodes[1].args
+        args[args.index("--cluster") + 1] = moved_file
+        c.nodes[1].start()
+        r = c.nodes[1].cli("recover", "--node", "n1", "--address", c.control[1], "--wait", "5")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"runs at {new_control} (its cluster file), not {c.control[1]}", r.stderr)
+        r = c.nodes[1].cli("recover", "--node", "n1", "--address", new_control, "--wait", "60")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(f"address {new_control} of n1 known to: n0, n2", r.stdout)
+        self.assertRegex(r.stdout, r"recovered: [1-9]\d* version\(s\) rebuilt")
+        # The replacement answers at its new control address; the survivors reach it there,
+        # also after a restart (kept in their data directory).
+        self.assertEqual(parse(self, run_cli("--endpoint", new_control, "--json", "status"))
+                         ["node_id"], "n1")
+        c.nodes[0].restart()
+        for i in (0, 2):
+            out = parse(self, c.nodes[i].cli("--json", "status"))
+            self.assertEqual(out["cluster"]["members"][1]["control_address"], new_control, i)
+        rp = c.wait_restore_point("moved", 1, agreed=True)
+        tool = subprocess.run(c.tool_command(1, "moved", 1, 3, ITEM_BYTES, ["verify", "--step",
+                                                                          str(rp)]),
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual(tool.returncode, 0, tool.stdout + tool.stderr)
+        r = self.wait_cli(0, ["status"], 0)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_unrecoverable_after_m_plus_one_losses(self) -> None:
         c = self.cluster
