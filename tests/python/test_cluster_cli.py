@@ -453,7 +453,7 @@ class RecoverTest(unittest.TestCase):
         self.assertGreater(summary["bytes_per_second"], 0)
 
         # Bit for bit: rank 1 restores on the replacement.
-        rp = c.job_status(1, "rec")["restore_point"]
+        rp = c.wait_restore_point("rec", 2, agreed=True)  # n1 derives it at its next poll
         self.assertEqual(rp, 2)
         tool = subprocess.run(c.tool_command(1, "rec", 1, 3, item, ["verify", "--step", str(rp)]),
                               capture_output=True, text=True, timeout=60)
@@ -518,6 +518,38 @@ class RecoverTest(unittest.TestCase):
         self.assertEqual(tool.returncode, 0, tool.stdout + tool.stderr)
         r = self.wait_cli(0, ["status"], 0)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_recover_survives_the_replacement_dying_mid_rebuild(self) -> None:
+        c = self.cluster
+        c.start_all()
+        save(c, "crash", "0:1", 256 << 10)
+        c.wait_restore_point("crash", 1, agreed=True)
+        c.kill(1, wipe=True)
+        # The replacement SIGKILLs itself while reading from the survivors (a failpoint,
+        # test builds only); recover, already following it, must wait for the next one.
+        os.environ["HOLDFAST_FAILPOINTS"] = "rebuild.reading=kill"
+        try:
+            c.nodes[1].start()
+        except RuntimeError:
+            pass  # the failpoint fired before the harness saw it answer
+        finally:
+            del os.environ["HOLDFAST_FAILPOINTS"]
+        follow = subprocess.Popen([os.environ["HOLDFAST_CLI"], "--socket", c.nodes[1].socket,
+                                   "recover", "--node", "n1", "--wait", "60"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.addCleanup(follow.kill)
+        c.nodes[1].proc.wait(timeout=30)
+        self.assertEqual(c.nodes[1].proc.returncode, -9, "the failpoint did not fire")
+        time.sleep(0.6)  # recover sees the daemon gone
+        c.nodes[1].start()
+        out, err = follow.communicate(timeout=90)
+        self.assertEqual(follow.returncode, 0, out + err)
+        self.assertIn("daemon unreachable, retrying", err)
+        self.assertRegex(out, r"recovered: [1-9]\d* version\(s\) rebuilt")
+        tool = subprocess.run(c.tool_command(1, "crash", 1, 3, 256 << 10, ["verify", "--step", "1"]),
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual(tool.returncode, 0, tool.stdout + tool.stderr)
 
     def test_unrecoverable_after_m_plus_one_losses(self) -> None:
         c = self.cluster
