@@ -15,6 +15,8 @@ packages=(
   libspdlog-dev libfmt-dev
   # configuration, command line, JSON output, systemd notify
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libsystemd-dev
+  # systemd-analyze verify of the unit in the tests; systemd-sysusers/tmpfiles for install.sh
+  systemd
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # Python binding and PyTorch
