@@ -1,27 +1,66 @@
 #!/usr/bin/env bash
-# The test suite, from a fresh machine: installs dependencies, builds with
-# warnings as errors, runs every ctest suite; then builds again with
-# AddressSanitizer + UndefinedBehaviorSanitizer and runs the suites again.
-# HOLDFAST_SKIP_SANITIZE=1 skips the second build (a quick local run).
+# The test suite, from a fresh machine: installs dependencies, then
+#   1. builds with warnings as errors (-O2) and runs the system suites: Python
+#      and PyTorch, deploy, chaos, load;
+#   2. builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs every
+#      GoogleTest suite (unit, integration, fault injection) and deploy;
+#   3. builds the daemon's concurrency tests with ThreadSanitizer and runs them;
+#   4. builds the libFuzzer targets (clang) and runs each briefly on its corpus.
+# Each suite runs once, where it finds the most: the GoogleTest suites under the
+# sanitizers, the Python ones where the extension loads without a preloaded
+# ASan runtime. HOLDFAST_SKIP_SANITIZE=1 builds step 1 with the GoogleTest
+# suites included and runs everything unsanitized (a quick local run).
+#
+# Build flags: line tables only (-g1) — enough for every backtrace and
+# sanitizer report, and half the compile time of full debug info on the
+# 2-core CI machine; the sanitizer builds use -O1 with assertions on.
+# ccache is used when present (deploy/install-deps.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash deploy/install-deps.sh
 jobs=$(nproc)
+launcher=()
+if command -v ccache >/dev/null 2>&1; then
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
 
-run_suite() {
-  local dir=$1
-  shift
-  cmake -S . -B "$dir" -G Ninja -DHOLDFAST_WERROR=ON "$@" >/dev/null
-  cmake --build "$dir" -j"$jobs"
-  ctest --test-dir "$dir" --output-on-failure -j"$jobs"
+configure_and_build() {
+  local dir=$1 flags=$2
+  shift 2
+  cmake -S . -B "$dir" -G Ninja -DHOLDFAST_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$flags" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=$flags" \
+    "${launcher[@]}" "$@" >/dev/null
 }
 
-echo "== tests: RelWithDebInfo, -Werror"
-run_suite build
-if [[ "${HOLDFAST_SKIP_SANITIZE:-0}" != 1 ]]; then
-  echo "== tests: AddressSanitizer + UndefinedBehaviorSanitizer"
-  # Without the Python package: its extension would need the ASan runtime
-  # preloaded into /usr/bin/python3. The Python suites run in the first build.
-  run_suite build-asan -DHOLDFAST_SANITIZE=ON -DHOLDFAST_BUILD_BENCH=OFF -DHOLDFAST_PYTHON=OFF
+phase() { echo "== tests: $1 ($(date -u +%T))"; }
+
+if [[ "${HOLDFAST_SKIP_SANITIZE:-0}" == 1 ]]; then
+  phase "RelWithDebInfo, -Werror, every suite"
+  configure_and_build build "-O2 -g1 -DNDEBUG" -DHOLDFAST_UNIT_SUITES=ON
+  cmake --build build -j"$jobs"
+  ctest --test-dir build --output-on-failure -j"$jobs"
+  exit 0
 fi
+
+phase "RelWithDebInfo, -Werror: Python, deploy, chaos, load"
+configure_and_build build "-O2 -g1 -DNDEBUG" -DHOLDFAST_UNIT_SUITES=OFF
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+phase "AddressSanitizer + UndefinedBehaviorSanitizer"
+# Without the Python package: its extension would need the ASan runtime
+# preloaded into /usr/bin/python3. The Python suites run in the first build.
+configure_and_build build-asan "-O1 -g1" -DHOLDFAST_SANITIZE=ON -DHOLDFAST_BUILD_BENCH=OFF \
+  -DHOLDFAST_PYTHON=OFF
+cmake --build build-asan -j"$jobs"
+ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE 'chaos|load'
+
+phase "ThreadSanitizer: the daemon's concurrency tests"
+bash tests/tsan/run.sh build-tsan "${launcher[@]}"
+
+phase "libFuzzer targets, short runs"
+if [[ -x tests/fuzz/run.sh ]]; then
+  tests/fuzz/run.sh
+fi
+phase "done"

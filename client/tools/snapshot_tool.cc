@@ -3,7 +3,10 @@
 //
 //   save     --steps A:B   save steps A..B (each item's bytes derive from
 //                          seed, step, rank and item index), print a line
-//                          per committed step: "committed <step>"
+//                          per committed step: "committed <step> ..." with
+//                          save_s, the trainer-visible time of Save();
+//                          --pause-ms sleeps between steps, --period-ms
+//                          starts one step every period (a fixed cadence)
 //   verify   [--step S]    restore the newest (or given) step and check every
 //                          byte against what `save` wrote; prints
 //                          "verified <step>" or fails with exit code 3
@@ -70,8 +73,11 @@ int main(int argc, char** argv) {
   auto* save = app.add_subcommand("save", "save steps");
   std::string steps = "0:0";
   int pause_ms = 0;
+  int period_ms = 0;
   save->add_option("--steps", steps, "first:last step")->capture_default_str();
   save->add_option("--pause-ms", pause_ms, "sleep between steps")->capture_default_str();
+  save->add_option("--period-ms", period_ms, "start a step every period (0: back to back)")
+      ->capture_default_str();
   auto* verify = app.add_subcommand("verify", "restore and check");
   int64_t step = -1;
   verify->add_option("--step", step, "step (default: newest)");
@@ -92,19 +98,27 @@ int main(int argc, char** argv) {
     const int64_t last = colon == std::string::npos ? first : std::stoll(steps.substr(colon + 1));
     std::vector<std::vector<uint8_t>> buffers(items, std::vector<uint8_t>(item_bytes));
     std::vector<holdfast::client::ItemView> views(items);
+    auto next_start = std::chrono::steady_clock::now();
     for (int64_t s = first; s <= last; ++s) {
+      if (period_ms > 0) {
+        std::this_thread::sleep_until(next_start);
+        next_start += std::chrono::milliseconds(period_ms);
+      }
       for (int i = 0; i < items; ++i) {
         Fill(buffers[i].data(), item_bytes, seed, s, options.rank, i);
         views[i] = {ItemName(i), holdfast::client::DType::kUInt8,
                     {static_cast<int64_t>(item_bytes)}, buffers[i].data(), item_bytes};
       }
+      const auto save_start = std::chrono::steady_clock::now();
       auto stats = client.Save(s, views);
+      const std::chrono::duration<double> save_s = std::chrono::steady_clock::now() - save_start;
       if (!stats.ok()) {
         fmt::print(stderr, "save step {}: {}\n", s, stats.status().ToString());
         return 1;
       }
-      fmt::print("committed {} copy_s={:.4f} commit_s={:.4f} complete={}\n", s,
-                 stats->copy_seconds, stats->commit_seconds, stats->version_complete);
+      fmt::print("committed {} copy_s={:.4f} commit_s={:.4f} save_s={:.6f} complete={}\n", s,
+                 stats->copy_seconds, stats->commit_seconds, save_s.count(),
+                 stats->version_complete);
       std::fflush(stdout);
       if (pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
     }

@@ -12,7 +12,7 @@ target_compile_definitions(holdfast_smp_daemon_harness PUBLIC
   HOLDFAST_HOLDFASTD_PATH="$<TARGET_FILE:holdfastd>"
   HOLDFAST_SNAPSHOT_TOOL_PATH="$<TARGET_FILE:holdfast_snapshot_tool>"
   HOLDFAST_TEST_FAILPOINTS=$<BOOL:${HOLDFAST_FAILPOINTS}>)
-if(HOLDFAST_SANITIZE)
+if(HOLDFAST_SANITIZE OR HOLDFAST_TSAN)
   # Every process of a test is several times slower under ASan+UBSan:
   # deadlines stretch and the random-kill loops run fewer trials.
   target_compile_definitions(holdfast_smp_daemon_harness PUBLIC HOLDFAST_TEST_SANITIZED=1)

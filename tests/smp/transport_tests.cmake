@@ -6,7 +6,7 @@
 add_executable(holdfast_smp_transport_test ${CMAKE_CURRENT_LIST_DIR}/transport_test.cc)
 target_link_libraries(holdfast_smp_transport_test PRIVATE
   holdfast_smp_transport holdfast_test_common GTest::gtest Threads::Threads holdfast_warnings)
-if(HOLDFAST_SANITIZE)
+if(HOLDFAST_SANITIZE OR HOLDFAST_TSAN)
   # Deadlines stretch under ASan+UBSan.
   target_compile_definitions(holdfast_smp_transport_test PRIVATE HOLDFAST_TEST_SANITIZED=1)
 endif()
