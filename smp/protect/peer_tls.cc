@@ -1,5 +1,8 @@
 #include "protect/peer_tls.h"
 
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
 #include "config/config.h"
 
 namespace holdfast::smp {
@@ -40,6 +43,12 @@ Result<std::unique_ptr<PeerTls>> PeerTls::Load(const PeerTlsFiles& files) {
   HOLDFAST_ASSIGN_OR_RETURN(tls->ca_, ReadPem(files.ca, "cluster.tls.ca"));
   HOLDFAST_ASSIGN_OR_RETURN(tls->cert_, ReadPem(files.cert, "cluster.tls.cert"));
   HOLDFAST_ASSIGN_OR_RETURN(tls->key_, ReadPem(files.key, "cluster.tls.key"));
+  struct stat st{};
+  if (stat(files.key.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    spdlog::warn("cluster.tls.key {} is readable by others than its owner (mode {:o}): whoever "
+                 "reads it can pose as this node; chmod 600 it",
+                 files.key, st.st_mode & 0777);
+  }
   return tls;
 }
 
