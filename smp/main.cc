@@ -199,8 +199,8 @@ int main(int argc, char** argv) {
     } else if (copts.config.nodes.size() > 1) {
       spdlog::warn(
           "cluster.tls is not set: peers on the control address are NOT authenticated; anyone "
-          "who can reach {} and knows the cluster file can pose as a member, read chunks and "
-          "redirect a member's traffic (docs/security.md)",
+          "who can reach a control port of the cluster and knows {} can pose as a member, read "
+          "chunks and redirect a member's traffic (docs/security.md)",
           config.cluster_file);
     }
     auto node = smp::ClusterNode::Create(std::move(copts), manager.get(), catalog->get(), &loop,
