@@ -7,6 +7,9 @@
 // certificate may not.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -58,6 +61,26 @@ grpc::Status GetStatus(v1::Admin::Stub& stub, v1::GetStatusResponse* resp) {
   return stub.GetStatus(&ctx, v1::GetStatusRequest(), resp);
 }
 
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+// Node i runs with a copy of the cluster file that puts its control
+// address at a new port; returns that address.
+std::string MoveNode(TestCluster& cluster, int i);
+
 // Sets `flag`'s value in node i's command line (the harness put it there).
 void SetArg(TestCluster& cluster, int i, const std::string& flag, const std::string& value) {
   auto& args = cluster.node(i).options().extra_args;
@@ -68,6 +91,16 @@ void SetArg(TestCluster& cluster, int i, const std::string& flag, const std::str
     }
   }
   ADD_FAILURE() << flag << " is not on the command line of " << TestCluster::NodeId(i);
+}
+
+std::string MoveNode(TestCluster& cluster, int i) {
+  const std::string address = "127.0.0.1:" + std::to_string(FreePort());
+  std::string text = cluster.ClusterFileText();
+  text.replace(text.find(cluster.ControlAddress(i)), cluster.ControlAddress(i).size(), address);
+  const std::string file = cluster.cluster_file() + ".moved-" + TestCluster::NodeId(i);
+  cluster.WriteClusterFile(text, file);
+  SetArg(cluster, i, "--cluster", file);
+  return address;
 }
 
 bool LogHas(Daemon& d, const std::string& text) { return d.Log().find(text) != std::string::npos; }
@@ -115,6 +148,26 @@ TEST(ClusterTlsTest, TwoPlusOneOverTlsProtectsAndRebuilds) {
   ASSERT_TRUE(cluster.WaitRestorePoint("j", 3));
 }
 
+// A replacement at another control address (docs/cli.md, "recover
+// --address"): its authenticated Hello moves it, and the new channel checks
+// its certificate again.
+TEST(ClusterTlsTest, ReplacementAtAnotherAddressIsLearnedOverTls) {
+  TestCluster cluster(Tls());
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 1));
+  cluster.Kill(1, /*wipe=*/true);
+  const std::string moved = MoveNode(cluster, 1);
+  ASSERT_TRUE(cluster.Start(1));
+  ASSERT_TRUE(cluster.WaitHolds(1, "j", 1));
+  ASSERT_TRUE(cluster.Verify("j", 3, 1, kItemBytes));
+  for (int i : {0, 2}) {
+    auto st = cluster.Status(i);
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->cluster().members(1).control_address(), moved) << TestCluster::NodeId(i);
+  }
+}
+
 TEST(ClusterTlsTest, WithoutTlsAMultiNodeClusterWarnsLoudly) {
   ClusterOptions o = Tls();
   o.tls = false;
@@ -151,6 +204,8 @@ TEST(ClusterTlsTest, CertificateNamingAnotherNodeThanHelloClaimsIsRefused) {
   const CertFiles n2 = cluster.IssueCert("n2", "DNS:n2");
   SetArg(cluster, 1, "--tls-cert", n2.cert);
   SetArg(cluster, 1, "--tls-key", n2.key);
+  // ... and announces another control address for n1.
+  const std::string moved = MoveNode(cluster, 1);
   ASSERT_TRUE(cluster.StartAll());
   ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
   // Its calls are refused, naming the mismatch ...
@@ -164,6 +219,8 @@ TEST(ClusterTlsTest, CertificateNamingAnotherNodeThanHelloClaimsIsRefused) {
     ASSERT_TRUE(st);
     EXPECT_FALSE(st->cluster().members(1).up()) << "impostor up for " << TestCluster::NodeId(i);
     EXPECT_TRUE(st->cluster().members(2 - i).up()) << "for " << TestCluster::NodeId(i);
+    // Its address claim was not taken.
+    EXPECT_EQ(st->cluster().members(1).control_address(), cluster.ControlAddress(1));
     EXPECT_EQ(cluster.RestorePoint(i, "j"), -1);
   }
 }
