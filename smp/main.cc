@@ -161,11 +161,12 @@ int main(int argc, char** argv) {
   auto admin_status = [&cluster](holdfast::v1::GetStatusResponse* resp) {
     if (cluster) cluster->FillStatus(resp->mutable_cluster());
   };
-  smp::AdminService admin(manager.get(), &loop, &verifier, {.local = true, .status_hook = admin_status, .operator_check = nullptr});
+  smp::AdminService admin(manager.get(), &loop, &verifier,
+                          {.local = true, .status_hook = admin_status, .operator_check = nullptr});
   // Mutual TLS on the control address (docs/security.md): off without
   // cluster.tls.
-  auto peer_tls = smp::PeerTls::Load(
-      {.ca = config.tls_ca, .cert = config.tls_cert, .key = config.tls_key});
+  auto peer_tls =
+      smp::PeerTls::Load({.ca = config.tls_ca, .cert = config.tls_cert, .key = config.tls_key});
   if (!peer_tls.ok()) return Fail(peer_tls.status());
   if (*peer_tls && config.cluster_file.empty()) {
     return Fail(Status::InvalidArgument("cluster.tls is set but cluster.file is not"));

@@ -292,20 +292,20 @@ Status ClusterNode::CheckCaller(const grpc::ServerContext* ctx, const std::strin
     const std::vector<std::string> names = PeerNames(*ctx);
     if (names.empty()) {
       // Not reached through the TLS port (the handshake requires one).
-      return Status(StatusCode::kPermissionDenied,
-                    "a call claiming to come from node " + node_id + " without a client certificate");
+      return Status(StatusCode::kPermissionDenied, "a call claiming to come from node " + node_id +
+                                                       " without a client certificate");
     }
     if (std::find(names.begin(), names.end(), node_id) == names.end()) {
       return Status(StatusCode::kPermissionDenied,
-                    "the caller's certificate names " + JoinNames(names) + ", but it claims to be node " +
-                        node_id + " (from " + ctx->peer() + ")");
+                    "the caller's certificate names " + JoinNames(names) +
+                        ", but it claims to be node " + node_id + " (from " + ctx->peer() + ")");
     }
   }
   for (const NodeSpec& n : options_.config.nodes) {
     if (n.id == node_id) return Status::Ok();
   }
-  return Status(StatusCode::kPermissionDenied, "node " + node_id + " is not in cluster " +
-                                  options_.config.cluster_id);
+  return Status(StatusCode::kPermissionDenied,
+                "node " + node_id + " is not in cluster " + options_.config.cluster_id);
 }
 
 grpc::Status ClusterNode::Refuse(const Status& why) const {

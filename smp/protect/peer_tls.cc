@@ -34,20 +34,21 @@ Result<std::unique_ptr<PeerTls>> PeerTls::Load(const PeerTlsFiles& files) {
   const int set = !files.ca.empty() + !files.cert.empty() + !files.key.empty();
   if (set == 0) return std::unique_ptr<PeerTls>();
   if (set != 3) {
-    return Status::InvalidArgument(
-        "cluster.tls needs ca, cert and key together (got" +
-        std::string(files.ca.empty() ? "" : " ca") + (files.cert.empty() ? "" : " cert") +
-        (files.key.empty() ? "" : " key") + ")");
+    return Status::InvalidArgument("cluster.tls needs ca, cert and key together (got" +
+                                   std::string(files.ca.empty() ? "" : " ca") +
+                                   (files.cert.empty() ? "" : " cert") +
+                                   (files.key.empty() ? "" : " key") + ")");
   }
   std::unique_ptr<PeerTls> tls(new PeerTls());
   HOLDFAST_ASSIGN_OR_RETURN(tls->ca_, ReadPem(files.ca, "cluster.tls.ca"));
   HOLDFAST_ASSIGN_OR_RETURN(tls->cert_, ReadPem(files.cert, "cluster.tls.cert"));
   HOLDFAST_ASSIGN_OR_RETURN(tls->key_, ReadPem(files.key, "cluster.tls.key"));
-  struct stat st{};
+  struct stat st {};
   if (stat(files.key.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
-    spdlog::warn("cluster.tls.key {} is readable by others than its owner (mode {:o}): whoever "
-                 "reads it can pose as this node; chmod 600 it",
-                 files.key, st.st_mode & 0777);
+    spdlog::warn(
+        "cluster.tls.key {} is readable by others than its owner (mode {:o}): whoever "
+        "reads it can pose as this node; chmod 600 it",
+        files.key, st.st_mode & 0777);
   }
   return tls;
 }

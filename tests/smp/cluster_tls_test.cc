@@ -113,8 +113,8 @@ bool LogHas(Daemon& d, const std::string& text) { return d.Log().find(text) != s
     if (LogHas(cluster.node(i), text)) return ::testing::AssertionSuccess();
     std::this_thread::sleep_for(100ms);
   }
-  return ::testing::AssertionFailure() << TestCluster::NodeId(i) << "'s log never said '" << text
-                                       << "'";
+  return ::testing::AssertionFailure()
+         << TestCluster::NodeId(i) << "'s log never said '" << text << "'";
 }
 
 // `holdfast ARGS...`: exit code and output.
@@ -209,7 +209,8 @@ TEST(ClusterTlsTest, CertificateNamingAnotherNodeThanHelloClaimsIsRefused) {
   ASSERT_TRUE(cluster.StartAll());
   ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
   // Its calls are refused, naming the mismatch ...
-  EXPECT_TRUE(WaitLog(cluster, 0, "the caller's certificate names n2, but it claims to be node n1"));
+  EXPECT_TRUE(
+      WaitLog(cluster, 0, "the caller's certificate names n2, but it claims to be node n1"));
   EXPECT_TRUE(cluster.WaitError(1, "refused this node"));
   std::this_thread::sleep_for(Scaled(1s));
   // ... and calls to it fail the handshake: its certificate does not name n1.
@@ -252,7 +253,8 @@ TEST(ClusterTlsTest, RemoteAdminNeedsACertificateAndDropNeedsTheOperatorRole) {
 
   // No certificate: refused at the handshake (UNAVAILABLE), insecure or TLS.
   {
-    auto insecure = v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    auto insecure =
+        v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
     EXPECT_EQ(GetStatus(*insecure, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
     EXPECT_EQ(GetStatus(*AdminStub(address, n1, {}, "n0"), &resp).error_code(),
               grpc::StatusCode::UNAVAILABLE);
@@ -271,8 +273,8 @@ TEST(ClusterTlsTest, RemoteAdminNeedsACertificateAndDropNeedsTheOperatorRole) {
   }
   // The CLI: without TLS flags the daemon is unreachable (exit 3); a node
   // certificate lists but may not drop; an operator certificate drops.
-  const std::vector<std::string> tls_node = {"--endpoint", address, "--tls-ca", n1.ca,
-                                             "--tls-cert", n1.cert, "--tls-key", n1.key,
+  const std::vector<std::string> tls_node = {"--endpoint",        address, "--tls-ca",  n1.ca,
+                                             "--tls-cert",        n1.cert, "--tls-key", n1.key,
                                              "--tls-server-name", "n0"};
   std::vector<std::string> tls_op = tls_node;
   tls_op[5] = op.cert;
