@@ -47,7 +47,9 @@ In one run, on loopback with UCX_TLS=tcp (UCX_NET_DEVICES=lo), it measures:
 
 Investigation options: --shm-root DIR puts the daemons' segments on another tmpfs (e.g. one
 mounted with huge=always); --perf DIR adds one uncounted repeat per cluster under `perf record`
-(daemons only) with flat reports; --protect-nice N sets the cluster file's protect_nice.
+(daemons only) with flat reports; --protect-nice N sets the cluster file's protect_nice;
+--peer-tls runs every cluster with mutual TLS on the control address (the UCX data is not
+encrypted either way).
 
 GetStatus is called with a minimal gRPC client over the daemon's Unix socket (HTTP/2 with prior
 knowledge, one unary call per connection), because Debian's Python has no grpcio in our stack;
@@ -133,6 +135,10 @@ def parse_args():
     p.add_argument("--txt", help="write the printed report here")
     p.add_argument("--timeout", type=float, default=120,
                    help="seconds for any one phase; a repeat that overruns is reported as failed")
+    p.add_argument("--peer-tls", action="store_true",
+                   help="mutual TLS on the control address (cluster.tls, docs/security.md): a "
+                        "throwaway CA and node certificates made with the openssl CLI; UCX data "
+                        "is not encrypted either way")
     p.add_argument("--perf", metavar="DIR",
                    help="one extra, uncounted repeat per cluster under perf record (the daemons "
                         "only): DIR/<cluster>-{protect,rebuild}.data and .txt reports")
@@ -194,8 +200,9 @@ class Daemon:
     """One holdfastd of the cluster, with its own socket, data dir, shm dir and log."""
 
     def __init__(self, binary: str, root: str, node_id: str, cluster_file: str, budget: int,
-                 verify: str, shm_root: str, retain: int):
+                 verify: str, shm_root: str, retain: int, tls_args: list[str] | None = None):
         self.binary = binary
+        self.tls_args = tls_args or []
         self.node_id = node_id
         self.dir = os.path.join(root, node_id)
         self.socket = os.path.join(self.dir, "sock")
@@ -217,7 +224,8 @@ class Daemon:
                 "--data-dir", self.data_dir, "--shm-dir", self.shm_dir,
                 "--shm-prefix", self.shm_prefix, "--memory-budget", str(self.budget),
                 "--verify", self.verify, "--retain", str(self.retain), "--log-level", "info",
-                "--cluster", self.cluster_file, "--ucx-tls", "tcp", "--ucx-net-devices", "lo"]
+                "--cluster", self.cluster_file, "--ucx-tls", "tcp", "--ucx-net-devices", "lo",
+                *self.tls_args]
         env = dict(os.environ, UCX_TLS="tcp", UCX_NET_DEVICES="lo")
         with open(self.log_path, "a") as log:
             log.write(f"==== cluster_bench: starting {' '.join(argv)} ====\n")
@@ -389,6 +397,26 @@ class Spec:
         self.rebuild_bytes = self.nodes * S  # k chunks of S/k for each of its n chunks
 
 
+def make_peer_cert(pki: str, node_id: str) -> list[str]:
+    """holdfastd flags for a certificate naming node_id (SAN DNS:<id>) from a CA made in pki."""
+    os.makedirs(pki, exist_ok=True)
+    ca, ca_key = os.path.join(pki, "ca.pem"), os.path.join(pki, "ca.key")
+    key_opts = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    quiet = dict(check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not os.path.exists(ca):
+        subprocess.run(["openssl", "req", "-x509", *key_opts, "-keyout", ca_key, "-out", ca,
+                        "-days", "2", "-subj", "/CN=holdfast-bench-ca"], **quiet)
+    cert, key = os.path.join(pki, f"{node_id}.pem"), os.path.join(pki, f"{node_id}.key")
+    csr, ext = os.path.join(pki, f"{node_id}.csr"), os.path.join(pki, f"{node_id}.ext")
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName=DNS:{node_id}\nextendedKeyUsage=serverAuth,clientAuth\n")
+    subprocess.run(["openssl", "req", *key_opts, "-keyout", key, "-out", csr,
+                    "-subj", f"/CN={node_id}"], **quiet)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+                    "-CAcreateserial", "-days", "2", "-out", cert, "-extfile", ext], **quiet)
+    return ["--tls-ca", ca, "--tls-cert", cert, "--tls-key", key]
+
+
 class Cluster:
     def __init__(self, args, spec: Spec, root: str):
         self.spec = spec
@@ -409,8 +437,10 @@ class Cluster:
         # and slack for a pooled segment.
         budget = 2 * (spec.S + spec.parity_per_node) + spec.S // 2 + 256 * MIB
         daemon = os.path.join(args.build, "smp", "holdfastd")
+        tls = [make_peer_cert(os.path.join(root, "pki"), f"n{i}") if args.peer_tls else None
+               for i in range(spec.nodes)]
         self.daemons = [Daemon(daemon, root, f"n{i}", self.cluster_file, budget, args.verify,
-                               args.shm_root, args.retain)
+                               args.shm_root, args.retain, tls[i])
                         for i in range(spec.nodes)]
 
     def start(self, timeout: float) -> None:

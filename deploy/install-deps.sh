@@ -23,6 +23,8 @@ packages=(
   pybind11-dev python3-dev python3-torch python3-numpy
   # network namespaces for the cluster test across namespaces (ip netns, veth, bridge)
   iproute2
+  # the openssl CLI: throwaway CAs and certificates in the mutual-TLS tests and benchmark
+  openssl
 )
 
 missing=()

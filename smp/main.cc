@@ -21,6 +21,7 @@
 #include "catalog/rocksdb_catalog.h"
 #include "cluster/cluster_config.h"
 #include "protect/cluster_node.h"
+#include "protect/peer_tls.h"
 #include "transport/transport.h"
 #include "config/config.h"
 #include "core/event_loop.h"
@@ -160,9 +161,27 @@ int main(int argc, char** argv) {
   auto admin_status = [&cluster](holdfast::v1::GetStatusResponse* resp) {
     if (cluster) cluster->FillStatus(resp->mutable_cluster());
   };
-  smp::AdminService admin(manager.get(), &loop, &verifier, {.local = true, .status_hook = admin_status});
-  smp::AdminService remote_admin(manager.get(), &loop, &verifier,
-                                 {.local = false, .status_hook = admin_status});
+  smp::AdminService admin(manager.get(), &loop, &verifier,
+                          {.local = true, .status_hook = admin_status, .operator_check = nullptr});
+  // Mutual TLS on the control address (docs/security.md): off without
+  // cluster.tls.
+  auto peer_tls =
+      smp::PeerTls::Load({.ca = config.tls_ca, .cert = config.tls_cert, .key = config.tls_key});
+  if (!peer_tls.ok()) return Fail(peer_tls.status());
+  if (*peer_tls && config.cluster_file.empty()) {
+    return Fail(Status::InvalidArgument("cluster.tls is set but cluster.file is not"));
+  }
+  smp::AdminService remote_admin(
+      manager.get(), &loop, &verifier,
+      {.local = false,
+       .status_hook = admin_status,
+       .operator_check = [tls = *peer_tls != nullptr](const grpc::CallbackServerContext& ctx) {
+         if (!tls) return std::string("the control address is not authenticated (no cluster.tls)");
+         const std::vector<std::string> names = smp::PeerNames(ctx);
+         if (smp::HasOperatorRole(names)) return std::string();
+         return "the client certificate (" + smp::JoinNames(names) + ") has no " +
+                smp::kOperatorPrefix + " name";
+       }});
   if (!config.cluster_file.empty()) {
     auto cluster_config = smp::LoadClusterFile(config.cluster_file);
     if (!cluster_config.ok()) return Fail(cluster_config.status());
@@ -176,12 +195,23 @@ int main(int argc, char** argv) {
     copts.node_id = config.node_id;
     copts.incarnation = *incarnation;
     copts.state_dir = config.data_dir;  // addresses peers announced (docs/cli.md)
+    if (*peer_tls) {
+      copts.channel_credentials = (*peer_tls)->ChannelCredentials();
+    } else if (copts.config.nodes.size() > 1) {
+      spdlog::warn(
+          "cluster.tls is not set: peers on the control address are NOT authenticated; anyone "
+          "who can reach a control port of the cluster and knows {} can pose as a member, read "
+          "chunks and redirect a member's traffic (docs/security.md)",
+          config.cluster_file);
+    }
     auto node = smp::ClusterNode::Create(std::move(copts), manager.get(), catalog->get(), &loop,
                                          transport.get());
     if (!node.ok()) return Fail(node.status().WithContext("cluster " + config.cluster_file));
     cluster = std::move(node).value();
     grpc::ServerBuilder peer_builder;
-    peer_builder.AddListeningPort(cluster->control_address(), grpc::InsecureServerCredentials());
+    peer_builder.AddListeningPort(cluster->control_address(),
+                                  *peer_tls ? (*peer_tls)->ServerCredentials()
+                                            : grpc::InsecureServerCredentials());
     peer_builder.RegisterService(cluster.get());
     peer_builder.RegisterService(&remote_admin);
     peer_builder.SetMaxReceiveMessageSize(kMaxMessageBytes);

@@ -1,6 +1,7 @@
 // holdfast: the operator CLI of holdfastd (docs/cli.md).
 //
-//   holdfast [--socket PATH | --endpoint HOST:PORT] [--json] COMMAND
+//   holdfast [--socket PATH | --endpoint HOST:PORT [--tls-ca/--tls-cert/--tls-key]] [--json]
+//            COMMAND
 //     status    cluster, group members, memory, jobs, health verdict
 //     ls        versions with sizes, items, state, age
 //     verify    re-read and check every checksum (items; chunks vs the group manifest)
@@ -18,10 +19,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -49,7 +53,23 @@ struct Global {
   std::string endpoint;
   bool json = false;
   double timeout_s = 10;
+  // Mutual TLS to --endpoint (docs/security.md): PEM contents, read at start.
+  std::string tls_ca, tls_cert, tls_key;
+  std::string tls_server_name;  // the name the daemon's certificate must carry
+  bool tls() const { return !tls_ca.empty(); }
 };
+
+// The text of a PEM file for --tls-*; exits with a usage error when unreadable.
+std::string ReadPemOrExit(const std::string& flag, const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().find("-----BEGIN ") == std::string::npos) {
+    fmt::print(stderr, "holdfast: {} {}: cannot read a PEM file there\n", flag, path);
+    std::exit(cli::kExitUsage);
+  }
+  return text.str();
+}
 
 // A failed call: the message for stderr and the exit code it maps to.
 struct Failure {
@@ -63,8 +83,16 @@ class Daemon {
     target_ = g.endpoint.empty() ? "unix:" + g.socket : g.endpoint;
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(256 << 20);
-    stub_ = v1::Admin::NewStub(
-        grpc::CreateCustomChannel(target_, grpc::InsecureChannelCredentials(), args));
+    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+    if (!g.endpoint.empty() && g.tls()) {
+      grpc::SslCredentialsOptions tls;
+      tls.pem_root_certs = g.tls_ca;
+      tls.pem_cert_chain = g.tls_cert;
+      tls.pem_private_key = g.tls_key;
+      creds = grpc::SslCredentials(tls);
+      if (!g.tls_server_name.empty()) args.SetSslTargetNameOverride(g.tls_server_name);
+    }
+    stub_ = v1::Admin::NewStub(grpc::CreateCustomChannel(target_, creds, args));
   }
   const std::string& target() const { return target_; }
 
@@ -482,6 +510,7 @@ std::vector<std::string> ConfirmAddress(const Global& g, const v1::GetStatusResp
     if (mem.node_id() == node) continue;
     Global via = g;
     via.endpoint = mem.control_address();
+    via.tls_server_name = mem.node_id();  // with TLS, its certificate names it
     via.timeout_s = std::min(g.timeout_s, 5.0);
     Daemon peer(via);
     bool confirmed = false;
@@ -717,6 +746,21 @@ int main(int argc, char** argv) {
   app.add_option("--endpoint", g.endpoint,
                  "another node's daemon: its control address HOST:PORT (read-only commands)")
       ->excludes(socket_opt);
+  std::string tls_ca, tls_cert, tls_key;
+  auto* tls_ca_opt = app.add_option(
+      "--tls-ca", tls_ca,
+      "with --endpoint to a daemon with cluster.tls: the CA (PEM) its certificate chains to");
+  auto* tls_cert_opt = app.add_option("--tls-cert", tls_cert,
+                                      "your client certificate (PEM); an operator: name in its "
+                                      "SAN also allows drop (docs/security.md)");
+  auto* tls_key_opt = app.add_option("--tls-key", tls_key, "the key of --tls-cert (PEM)");
+  app.add_option("--tls-server-name", g.tls_server_name,
+                 "the name the daemon's certificate carries (its node id); default: the host of "
+                 "--endpoint")
+      ->needs(tls_ca_opt);
+  tls_ca_opt->needs(tls_cert_opt)->needs(tls_key_opt);
+  tls_cert_opt->needs(tls_ca_opt)->needs(tls_key_opt);
+  tls_key_opt->needs(tls_ca_opt)->needs(tls_cert_opt);
   app.add_flag("--json", g.json, "print JSON for scripts instead of tables");
   app.add_option("--timeout", g.timeout_s, "seconds to wait for the daemon's answer")
       ->capture_default_str()
@@ -780,7 +824,8 @@ int main(int argc, char** argv) {
   drop->add_flag("--yes,-y", drop_yes, "do not ask for confirmation");
   drop->add_flag("--force", drop_force,
                  "also drop the restore point (the newest protected version)");
-  drop->footer("Accepted only on the local Unix socket. Without --yes, asks on the terminal and "
+  drop->footer("Accepted only on the local Unix socket, or over --endpoint with an operator "
+               "certificate (--tls-cert naming operator:<who>). Without --yes, asks on the terminal and "
                "refuses (exit 2) when stdin is not one. Exit codes: 0 dropped, 1 refused (the "
                "restore point without --force, a version being restored), 2 usage, 3 daemon "
                "unreachable, 4 unknown job or step.");
@@ -792,6 +837,11 @@ int main(int argc, char** argv) {
     return rc == 0 ? cli::kExitOk : cli::kExitUsage;
   }
 
+  if (!tls_ca.empty()) {
+    g.tls_ca = ReadPemOrExit("--tls-ca", tls_ca);
+    g.tls_cert = ReadPemOrExit("--tls-cert", tls_cert);
+    g.tls_key = ReadPemOrExit("--tls-key", tls_key);
+  }
   Daemon d(g);
   if (*status) return CmdStatus(d, g);
   if (*ls) return CmdLs(d, g, ls_job);

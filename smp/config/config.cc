@@ -225,7 +225,7 @@ Status CheckVerifyMode(const DaemonConfig& config) {
 }
 
 using C = DaemonConfig;
-const std::array<Field, 16> kFields = {{
+const std::array<Field, 19> kFields = {{
     {"node_id", "--node-id", "this node's name among its peers", "NAME", &SetString<&C::node_id>,
      &CheckNodeId, &ShowString<&C::node_id>},
     {"socket", "--socket", "Unix socket trainers connect to", "PATH", &SetString<&C::socket_path>,
@@ -259,6 +259,12 @@ const std::array<Field, 16> kFields = {{
      &ShowInt<&C::verify_threads>},
     {"cluster.file", "--cluster", "cluster file (docs/cluster.md); empty: run alone", "PATH",
      &SetString<&C::cluster_file>, &CheckAnything, &ShowString<&C::cluster_file>},
+    {"cluster.tls.ca", "--tls-ca", "CA certificate (PEM) peers' certificates must chain to", "PATH",
+     &SetString<&C::tls_ca>, &CheckAnything, &ShowString<&C::tls_ca>},
+    {"cluster.tls.cert", "--tls-cert", "this node's certificate (PEM; SAN DNS:<node_id>)", "PATH",
+     &SetString<&C::tls_cert>, &CheckAnything, &ShowString<&C::tls_cert>},
+    {"cluster.tls.key", "--tls-key", "this node's private key (PEM)", "PATH",
+     &SetString<&C::tls_key>, &CheckAnything, &ShowString<&C::tls_key>},
     {"transport.tls", "--ucx-tls", "UCX transports for peer data (UCX_TLS); empty: UCX's choice",
      "LIST", &SetString<&C::ucx_tls>, &CheckAnything, &ShowString<&C::ucx_tls>},
     {"transport.net_devices", "--ucx-net-devices",

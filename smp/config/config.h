@@ -25,6 +25,11 @@ struct DaemonConfig {
   std::string verify = "background";                   // snapshots.verify: commit|background|off
   int verify_threads = 2;                              // snapshots.verify_threads
   std::string cluster_file;                            // cluster.file: "" = run alone
+  // cluster.tls.{ca,cert,key}: PEM files for mutual TLS between peers
+  // (docs/security.md); all three or none (none: insecure peers).
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
   std::string ucx_tls;                                 // transport.tls (UCX_TLS)
   std::string ucx_net_devices;                         // transport.net_devices
   std::string log_level = "info";                      // log.level: trace..critical

@@ -1,7 +1,10 @@
 // Peers at another address than the cluster file says: a replacement node
 // started elsewhere announces its control address in Hello; its peers use it
 // from then on and keep it in <state_dir>/peer-addresses, so that a restart
-// does not forget it. See docs/cli.md ("recover --address").
+// does not forget it. See docs/cli.md ("recover --address"). With mutual TLS
+// (docs/security.md) only an authenticated Hello gets here: the caller's
+// certificate names the node, and the new stub checks that the node at the
+// new address holds a certificate naming it too.
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -73,8 +76,7 @@ void ClusterNode::LearnAddress(const v1::PeerIdentity& from) {
     old = peer->control;
     peer->control = from.control_address();
     // Calls in flight keep the old stub (shared); new ones use the new one.
-    peer->stub = v1::Peer::NewStub(grpc::CreateCustomChannel(
-        peer->control, grpc::InsecureChannelCredentials(), channel_args_));
+    peer->stub = MakeStub(peer->control, peer->id);
     if (from.control_address() == spec.control) {
       address_overrides_.erase(from.node_id());
     } else {

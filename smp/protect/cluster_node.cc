@@ -8,6 +8,7 @@
 #include <random>
 
 #include "holdfast/proto/status_map.h"
+#include "protect/peer_tls.h"
 
 namespace holdfast::smp {
 
@@ -126,8 +127,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Create(ClusterNodeOptions opti
                    it->second.first, peer->control);
       peer->control = it->second.first;
     }
-    peer->stub = v1::Peer::NewStub(
-        grpc::CreateCustomChannel(peer->control, grpc::InsecureChannelCredentials(), args));
+    peer->stub = node->MakeStub(peer->control, peer->id);
     return peer;
   };
   for (int idx : group.members) node->members_.push_back(make_peer(idx));
@@ -285,12 +285,51 @@ v1::PeerIdentity ClusterNode::Identity() const {
   return id;
 }
 
-Status ClusterNode::CheckCaller(const std::string& node_id) const {
+Status ClusterNode::CheckCaller(const grpc::ServerContext* ctx, const std::string& node_id) const {
+  if (options_.channel_credentials) {
+    // The server required and verified a certificate; the caller is the
+    // node it names, whatever its requests claim.
+    const std::vector<std::string> names = PeerNames(*ctx);
+    if (names.empty()) {
+      // Not reached through the TLS port (the handshake requires one).
+      return Status(StatusCode::kPermissionDenied, "a call claiming to come from node " + node_id +
+                                                       " without a client certificate");
+    }
+    if (std::find(names.begin(), names.end(), node_id) == names.end()) {
+      return Status(StatusCode::kPermissionDenied,
+                    "the caller's certificate names " + JoinNames(names) +
+                        ", but it claims to be node " + node_id + " (from " + ctx->peer() + ")");
+    }
+  }
   for (const NodeSpec& n : options_.config.nodes) {
     if (n.id == node_id) return Status::Ok();
   }
-  return Status(StatusCode::kPermissionDenied, "node " + node_id + " is not in cluster " +
-                                  options_.config.cluster_id);
+  return Status(StatusCode::kPermissionDenied,
+                "node " + node_id + " is not in cluster " + options_.config.cluster_id);
+}
+
+grpc::Status ClusterNode::Refuse(const Status& why) const {
+  bool first = false;
+  {
+    std::lock_guard lock(mu_);
+    // Bounded: a hostile caller could vary the reason forever.
+    if (refusals_logged_.size() < 256) first = refusals_logged_.insert(why.message()).second;
+  }
+  if (first) spdlog::warn("refusing a peer call: {}", why.ToString());
+  return ToGrpcStatus(why);
+}
+
+std::shared_ptr<v1::Peer::Stub> ClusterNode::MakeStub(const std::string& address,
+                                                      const std::string& node_id) const {
+  if (!options_.channel_credentials) {
+    return v1::Peer::NewStub(
+        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), channel_args_));
+  }
+  // The name the server's certificate must carry is the node id, not the
+  // host of the address: a node is who its certificate says, wherever it runs.
+  grpc::ChannelArguments args = channel_args_;
+  args.SetSslTargetNameOverride(node_id);
+  return v1::Peer::NewStub(grpc::CreateCustomChannel(address, options_.channel_credentials, args));
 }
 
 std::unique_ptr<grpc::ClientContext> ClusterNode::Context(std::chrono::milliseconds timeout) const {
@@ -345,7 +384,7 @@ Result<Transport::EndpointId> ClusterNode::EnsureEndpoint(Peer& peer, bool force
                                    " is " + resp.me().node_id() + ", not " + peer.id);
   }
   if (!s.ok()) {
-    if (s.code() == StatusCode::kFailedPrecondition) {
+    if (s.code() == StatusCode::kFailedPrecondition || s.code() == StatusCode::kPermissionDenied) {
       // A refusal, not an outage: the operator must fix a configuration.
       std::lock_guard lock(mu_);
       if (peer.refusal != s.message()) {
@@ -397,9 +436,13 @@ Result<std::string> ClusterNode::PeerAddress(Peer& peer, bool force) {
 
 // ---- the Peer service ---------------------------------------------------------------
 
-grpc::Status ClusterNode::Hello(grpc::ServerContext*, const v1::HelloRequest* req,
+grpc::Status ClusterNode::Hello(grpc::ServerContext* ctx, const v1::HelloRequest* req,
                                 v1::HelloResponse* resp) {
   const v1::PeerIdentity& from = req->from();
+  // With TLS, first: who the caller is (its certificate), then what it says.
+  if (options_.channel_credentials) {
+    if (Status s = CheckCaller(ctx, from.node_id()); !s.ok()) return Refuse(s);
+  }
   if (from.cluster_id() != options_.config.cluster_id) {
     return ToGrpcStatus(Status::FailedPrecondition(
         "node " + from.node_id() + " belongs to cluster '" + from.cluster_id() + "', this is '" +
@@ -413,15 +456,17 @@ grpc::Status ClusterNode::Hello(grpc::ServerContext*, const v1::HelloRequest* re
                     "read the same cluster file",
                     from.node_id(), from.config_hash(), config_hash_)));
   }
-  if (Status s = CheckCaller(from.node_id()); !s.ok()) return ToGrpcStatus(s);
+  if (Status s = CheckCaller(ctx, from.node_id()); !s.ok()) return Refuse(s);
+  // Authenticated when TLS is on (checked above): only then may a Hello
+  // move a peer to another address.
   LearnAddress(from);
   *resp->mutable_me() = Identity();
   return grpc::Status::OK;
 }
 
-grpc::Status ClusterNode::GroupState(grpc::ServerContext*, const v1::GroupStateRequest* req,
+grpc::Status ClusterNode::GroupState(grpc::ServerContext* ctx, const v1::GroupStateRequest* req,
                                      v1::GroupStateResponse* resp) {
-  if (Status s = CheckCaller(req->from_node()); !s.ok()) return ToGrpcStatus(s);
+  if (Status s = CheckCaller(ctx, req->from_node()); !s.ok()) return Refuse(s);
   auto summaries = OnLoop([&] { return manager_->Summaries(req->job_id()); });
   resp->set_node_id(me_.id);
   resp->set_incarnation(options_.incarnation);
@@ -477,7 +522,7 @@ grpc::Status ClusterNode::GroupState(grpc::ServerContext*, const v1::GroupStateR
 
 grpc::Status ClusterNode::Protect(grpc::ServerContext* ctx, const v1::ProtectRequest* req,
                                   v1::ProtectResponse* resp) {
-  if (Status s = CheckCaller(req->from_node()); !s.ok()) return ToGrpcStatus(s);
+  if (Status s = CheckCaller(ctx, req->from_node()); !s.ok()) return Refuse(s);
   const Key key{req->job_id(), req->step()};
   // A new round of the job means the coordinator is done with any earlier
   // one this member still holds unconcluded (it died, or the Conclude was
@@ -520,15 +565,15 @@ grpc::Status ClusterNode::Protect(grpc::ServerContext* ctx, const v1::ProtectReq
   return grpc::Status::OK;
 }
 
-grpc::Status ClusterNode::Conclude(grpc::ServerContext*, const v1::ConcludeRequest* req,
+grpc::Status ClusterNode::Conclude(grpc::ServerContext* ctx, const v1::ConcludeRequest* req,
                                    v1::ConcludeResponse*) {
-  if (Status s = CheckCaller(req->from_node()); !s.ok()) return ToGrpcStatus(s);
+  if (Status s = CheckCaller(ctx, req->from_node()); !s.ok()) return Refuse(s);
   return ToGrpcStatus(RecordProtected(*req));
 }
 
-grpc::Status ClusterNode::GetManifest(grpc::ServerContext*, const v1::GetManifestRequest* req,
+grpc::Status ClusterNode::GetManifest(grpc::ServerContext* ctx, const v1::GetManifestRequest* req,
                                       v1::GetManifestResponse* resp) {
-  if (Status s = CheckCaller(req->from_node()); !s.ok()) return ToGrpcStatus(s);
+  if (Status s = CheckCaller(ctx, req->from_node()); !s.ok()) return Refuse(s);
   std::lock_guard lock(mu_);
   const Protection* found = nullptr;
   for (const auto& [key, p] : protections_) {
@@ -545,9 +590,9 @@ grpc::Status ClusterNode::GetManifest(grpc::ServerContext*, const v1::GetManifes
   return grpc::Status::OK;
 }
 
-grpc::Status ClusterNode::ReadChunks(grpc::ServerContext*, const v1::ReadChunksRequest* req,
+grpc::Status ClusterNode::ReadChunks(grpc::ServerContext* ctx, const v1::ReadChunksRequest* req,
                                      v1::ReadChunksResponse* resp) {
-  if (Status s = CheckCaller(req->from_node()); !s.ok()) return ToGrpcStatus(s);
+  if (Status s = CheckCaller(ctx, req->from_node()); !s.ok()) return Refuse(s);
   Peer* requester = nullptr;
   for (auto& peer : members_) {
     if (peer->id == req->from_node()) requester = peer.get();

@@ -63,6 +63,12 @@ struct ClusterNodeOptions {
   // Where the addresses peers announced (a replacement elsewhere) are kept
   // across restarts: <state_dir>/peer-addresses. "" = not kept.
   std::string state_dir;
+  // Mutual TLS (peer_tls.h): the credentials of every channel to a peer.
+  // Set: channels check that a peer's certificate names its node id, and
+  // the Peer service accepts a call only from the node the caller's
+  // certificate names (the server must then use PeerTls credentials too).
+  // Null: insecure channels, callers not authenticated.
+  std::shared_ptr<grpc::ChannelCredentials> channel_credentials;
 };
 
 // The hash of what every member must agree on: cluster id, code, window,
@@ -163,7 +169,16 @@ class ClusterNode final : public v1::Peer::Service {
   auto OnLoop(Fn fn) -> decltype(fn());
 
   v1::PeerIdentity Identity() const;
-  Status CheckCaller(const std::string& node_id) const;
+  // `node_id` (the caller a request names) must be in the cluster file and,
+  // with TLS, named by the caller's certificate: PERMISSION_DENIED naming the
+  // mismatch otherwise.
+  Status CheckCaller(const grpc::ServerContext* ctx, const std::string& node_id) const;
+  // A refused caller, logged once per distinct reason.
+  grpc::Status Refuse(const Status& why) const;
+  // A stub to the peer `node_id` at `address` (TLS: its certificate must
+  // name `node_id`, whatever the address).
+  std::shared_ptr<v1::Peer::Stub> MakeStub(const std::string& address,
+                                           const std::string& node_id) const;
   std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds timeout) const;
   Peer& PeerAt(int position);  // of my group
   std::shared_ptr<v1::Peer::Stub> StubOf(Peer& peer) const;
@@ -251,6 +266,7 @@ class ClusterNode final : public v1::Peer::Service {
   uint64_t versions_rebuilt_ = 0;                      // guarded by mu_
   std::string last_error_;                             // guarded by mu_
   std::set<Key> reported_losses_;                      // guarded by mu_
+  mutable std::set<std::string> refusals_logged_;      // guarded by mu_
   // Addresses peers announced that differ from the cluster file: id ->
   // (control, data). Guarded by mu_.
   std::map<std::string, std::pair<std::string, std::string>> address_overrides_;

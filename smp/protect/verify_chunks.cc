@@ -147,7 +147,7 @@ Result<v1::NodeVerifyReport> ClusterNode::VerifyMine(const std::string& job_id, 
 grpc::Status ClusterNode::VerifyChunks(grpc::ServerContext* ctx,
                                        const v1::VerifyChunksRequest* req,
                                        v1::NodeVerifyReport* resp) {
-  if (Status s = CheckCaller(req->from_node()); !s.ok()) return ToGrpc(s);
+  if (Status s = CheckCaller(ctx, req->from_node()); !s.ok()) return Refuse(s);
   // This handler's thread does the reading (gRPC's, not the loop); a caller
   // that gives up cancels it.
   std::atomic<bool> cancel{false};

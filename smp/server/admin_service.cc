@@ -34,12 +34,17 @@ grpc::ServerUnaryReactor* AdminService::DropVersions(grpc::CallbackServerContext
                                                      const v1::DropVersionsRequest* req,
                                                      v1::DropVersionsResponse* resp) {
   if (!options_.local) {
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    reactor->Finish(proto::ToGrpc(
-        Status(StatusCode::kPermissionDenied,
-               "DropVersions is accepted only on the node's Unix socket (run holdfast drop on "
-               "that node); the control address is not authenticated")));
-    return reactor;
+    const std::string refusal = options_.operator_check
+                                    ? options_.operator_check(*ctx)
+                                    : "the control address is not authenticated";
+    if (!refusal.empty()) {
+      grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+      reactor->Finish(proto::ToGrpc(
+          Status(StatusCode::kPermissionDenied,
+                 "DropVersions is accepted only on the node's Unix socket (run holdfast drop on "
+                 "that node) or from an operator certificate: " + refusal)));
+      return reactor;
+    }
   }
   return FinishOnLoop(loop_, ctx, [=, this] { return manager_->Drop(*req, resp); });
 }

@@ -3,8 +3,9 @@
 //
 // The daemon serves one instance on its Unix socket (`local`: every call)
 // and, in a cluster, one on its control address, where calls that change
-// state (DropVersions) are refused with PERMISSION_DENIED: that port is not
-// authenticated yet (issue 7).
+// state (DropVersions) are refused with PERMISSION_DENIED unless
+// `operator_check` accepts the caller (with mutual TLS: a client certificate
+// carrying the operator role, docs/security.md).
 //
 // Handlers never block: status, list and drop are posted to the loop;
 // Verify runs on the VerifyRunner's thread.
@@ -26,6 +27,9 @@ struct AdminServiceOptions {
   bool local = true;
   // Adds to every GetStatus answer, on the loop (the cluster's view).
   std::function<void(v1::GetStatusResponse*)> status_hook;
+  // Not local: whether the caller may still drop (an authenticated
+  // operator); returns "" to allow, else why not. Unset: never.
+  std::function<std::string(const grpc::CallbackServerContext&)> operator_check;
 };
 
 class AdminService final : public v1::Admin::CallbackService {

@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -43,6 +45,7 @@ TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) 
   fs::remove_all(root_, ec);
   fs::create_directories(root_, ec);
   cluster_file_ = root_ + "/cluster.yaml";
+  pki_ = root_ + "/pki";
   for (int i = 0; i < 2 * options_.nodes; ++i) ports_.push_back(FreePort());
   WriteClusterFile(ClusterFileText(), cluster_file_);
   for (int i = 0; i < options_.nodes; ++i) {
@@ -51,6 +54,11 @@ TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) 
     d.memory_budget = options_.memory_budget;
     if (const char* level = std::getenv("HOLDFAST_CLUSTER_LOG_LEVEL")) d.log_level = level;
     d.extra_args = {"--cluster", cluster_file_, "--ucx-tls", "tcp", "--ucx-net-devices", "lo"};
+    if (options_.tls) {
+      const CertFiles c = IssueCert(NodeId(i), "DNS:" + NodeId(i));
+      d.extra_args.insert(d.extra_args.end(),
+                          {"--tls-ca", c.ca, "--tls-cert", c.cert, "--tls-key", c.key});
+    }
     d.env = options_.env;
     daemons_.push_back(std::make_unique<Daemon>(std::move(d)));
   }
@@ -79,6 +87,45 @@ std::string TestCluster::ClusterFileText() const {
             ", data: 127.0.0.1:" + std::to_string(ports_[2 * i + 1]) + "}\n";
   }
   return text;
+}
+
+CertFiles TestCluster::IssueCert(const std::string& subject, const std::string& san,
+                                 const std::string& ca) {
+  std::error_code ec;
+  fs::create_directories(pki_, ec);
+  const std::string log = pki_ + "/openssl.log";
+  // P-256 keys: fast to make. Paths hold no spaces or shell characters.
+  auto run = [&](const std::string& cmd) {
+    if (std::system((cmd + " >>" + log + " 2>&1").c_str()) == 0) return true;
+    ADD_FAILURE() << "openssl failed: " << cmd << "\n" << ReadFile(log);
+    return false;
+  };
+  const std::string key_opts = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  const std::string ca_pem = pki_ + "/" + ca + ".pem";
+  const std::string ca_key = pki_ + "/" + ca + ".key";
+  if (!fs::exists(ca_pem) &&
+      !run("openssl req -x509 " + key_opts + " -keyout " + ca_key + " -out " + ca_pem +
+           " -days 2 -subj /CN=holdfast-test-" + ca)) {
+    return {};
+  }
+  std::string file = subject + "-" + ca;
+  for (char& c : file) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') c = '_';
+  }
+  const CertFiles out{ca_pem, pki_ + "/" + file + ".pem", pki_ + "/" + file + ".key"};
+  const std::string ext = pki_ + "/" + file + ".ext";
+  {
+    std::ofstream e(ext, std::ios::trunc);
+    if (!san.empty()) e << "subjectAltName=" << san << "\n";
+    e << "extendedKeyUsage=serverAuth,clientAuth\n";
+  }
+  if (!run("openssl req " + key_opts + " -keyout " + out.key + " -out " + pki_ + "/" + file +
+           ".csr -subj /CN=" + subject) ||
+      !run("openssl x509 -req -in " + pki_ + "/" + file + ".csr -CA " + ca_pem + " -CAkey " +
+           ca_key + " -CAcreateserial -days 2 -out " + out.cert + " -extfile " + ext)) {
+    return {};
+  }
+  return out;
 }
 
 void TestCluster::WriteClusterFile(const std::string& text, const std::string& path) {

@@ -3,7 +3,7 @@
 // directory, sharing one cluster file; data moves over UCX (tcp on lo, the
 // network path of these machines).
 //
-//   TestCluster --writes--> <tmp>/hf-cluster-<pid>-<n>/cluster.yaml
+//   TestCluster --writes--> <tmp>/hf-cluster-<pid>-<n>/cluster.yaml (and pki/ with TLS)
 //        |  owns Daemon n0 .. n(N-1)  (tests/smp/harness.h)
 //        |  Save / Verify through holdfast_snapshot_tool, one rank per node
 //        |  WaitRestorePoint / WaitServes / Status through GetStatus and List
@@ -33,6 +33,17 @@ struct ClusterOptions {
   std::string protect_bandwidth;  // empty: no cap
   std::string cluster_id = "test";
   std::map<std::string, std::string> env = {};  // for every daemon
+  // Mutual TLS between peers (docs/security.md): a throwaway CA and one
+  // certificate per node (SAN DNS:<id>) made with the openssl CLI; every
+  // daemon gets --tls-ca/--tls-cert/--tls-key.
+  bool tls = false;
+};
+
+// Certificate files made by TestCluster::IssueCert.
+struct CertFiles {
+  std::string ca;    // the issuing CA's certificate
+  std::string cert;
+  std::string key;
 };
 
 class TestCluster {
@@ -46,9 +57,18 @@ class TestCluster {
   Daemon& node(int i) { return *daemons_[i]; }
   static std::string NodeId(int i) { return "n" + std::to_string(i); }
   const std::string& cluster_file() const { return cluster_file_; }
+  // Node i's control address (peer and remote Admin service), HOST:PORT.
+  std::string ControlAddress(int i) const { return "127.0.0.1:" + std::to_string(ports_[2 * i]); }
   // Rewrites the cluster file (e.g. to make one node disagree).
   void WriteClusterFile(const std::string& text, const std::string& path);
   std::string ClusterFileText() const;
+
+  // A throwaway CA named `ca` (made on first use) issues a certificate for
+  // `subject` (its CN) with the subjectAltName `san` ("DNS:n0",
+  // "URI:operator:alice"; "" for none), in <root>/pki. Empty paths and a
+  // failed test when openssl fails.
+  CertFiles IssueCert(const std::string& subject, const std::string& san,
+                      const std::string& ca = "ca");
 
   ::testing::AssertionResult StartAll();
   // SIGKILL node i; with `wipe`, its shared memory and data directory go
@@ -87,6 +107,7 @@ class TestCluster {
   std::string root_;
   std::string cluster_file_;
   std::vector<int> ports_;
+  std::string pki_;  // <root>/pki
   std::vector<std::unique_ptr<Daemon>> daemons_;
 };
 

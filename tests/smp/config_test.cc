@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 // A new DaemonConfig field must be added to ExpectSameConfig, the example
 // file, the key list in ExampleFileHoldsEveryKeyWithItsDefault and
 // EveryFieldHasAFlag; this trips when the struct changes, so none is forgotten.
-static_assert(sizeof(DaemonConfig) == 360,
+static_assert(sizeof(DaemonConfig) == 456,
               "DaemonConfig changed: update this test and the example");
 
 void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) {
@@ -38,6 +38,9 @@ void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) 
   EXPECT_EQ(actual.verify, expected.verify);
   EXPECT_EQ(actual.verify_threads, expected.verify_threads);
   EXPECT_EQ(actual.cluster_file, expected.cluster_file);
+  EXPECT_EQ(actual.tls_ca, expected.tls_ca);
+  EXPECT_EQ(actual.tls_cert, expected.tls_cert);
+  EXPECT_EQ(actual.tls_key, expected.tls_key);
   EXPECT_EQ(actual.ucx_tls, expected.ucx_tls);
   EXPECT_EQ(actual.ucx_net_devices, expected.ucx_net_devices);
   EXPECT_EQ(actual.log_level, expected.log_level);
@@ -335,6 +338,9 @@ TEST_F(ConfigFileTest, ExampleFileHoldsEveryKeyWithItsDefault) {
       "snapshots.verify",
       "snapshots.verify_threads",
       "cluster.file",
+      "cluster.tls.ca",
+      "cluster.tls.cert",
+      "cluster.tls.key",
       "transport.tls",
       "transport.net_devices",
       "log.level",
@@ -475,6 +481,12 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
       "3",
       "--cluster",
       "/etc/holdfast/cluster.yaml",
+      "--tls-ca",
+      "/etc/holdfast/ca.pem",
+      "--tls-cert",
+      "/etc/holdfast/n9.pem",
+      "--tls-key",
+      "/etc/holdfast/n9.key",
       "--ucx-tls",
       "tcp",
       "--ucx-net-devices",
@@ -497,6 +509,9 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
   expected.verify = "off";
   expected.verify_threads = 3;
   expected.cluster_file = "/etc/holdfast/cluster.yaml";
+  expected.tls_ca = "/etc/holdfast/ca.pem";
+  expected.tls_cert = "/etc/holdfast/n9.pem";
+  expected.tls_key = "/etc/holdfast/n9.key";
   expected.ucx_tls = "tcp";
   expected.ucx_net_devices = "eth1";
   expected.log_level = "warn";
