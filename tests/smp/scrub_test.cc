@@ -173,9 +173,9 @@ TEST(ScrubTest, TwoBadChunksInOneStripeAreUnrepairableAndNeverServed) {
 TEST(ScrubTest, ReadsNoFasterThanTheConfiguredRate) {
   // Every byte of n0's chunks (data pieces and parity) is read each pass.
   TestCluster cluster(TwoPlusOne());
-  ScrubOften(cluster, "2MiB");
+  ScrubOften(cluster, "4MiB");
   ASSERT_TRUE(cluster.StartAll());
-  ASSERT_TRUE(cluster.Save("j", 3, 1, 1, 4 << 20));  // 12-16 MiB of items per node
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 1, 2 << 20));  // 6-8 MiB of items per node
   ASSERT_TRUE(cluster.WaitRestorePoint("j", 1));
   // A pass that started after the version was protected: the one after the
   // next to finish.
@@ -190,7 +190,7 @@ TEST(ScrubTest, ReadsNoFasterThanTheConfiguredRate) {
                         "a full pass", 120s));
   auto st = ScrubOf(cluster, 0);
   ASSERT_TRUE(st);
-  const double rate = 2.0 * (1 << 20);
+  const double rate = 4.0 * (1 << 20);
   const double secs = st->last_pass_micros() / 1e6;
   const double bytes = static_cast<double>(st->last_pass_bytes());
   std::printf("scrub pass: %.1f MiB in %.2f s = %.2f MiB/s (configured %.2f MiB/s)\n",
