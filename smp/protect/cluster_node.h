@@ -239,9 +239,12 @@ class ClusterNode final : public v1::Peer::Service {
   // (ReadChunks, each checked against the manifest; a bad or unreachable
   // one is replaced by another), checks it, and writes it into `data` or
   // `parity` at its place. DATA_LOSS when fewer than k good chunks remain.
+  // With `check_only`, nothing is written: the decoded chunk (for a parity
+  // chunk: the parity re-encoded from the data chunks) is compared with the
+  // stored one; FAILED_PRECONDITION when they differ.
   Status RepairChunk(const v1::ProtectionRecord& record, const ec::GroupLayout& layout, int stripe,
                      const protect_internal::DataBuffer& data, uint8_t* parity,
-                     const std::atomic<bool>& cancel, std::string* how);
+                     const std::atomic<bool>& cancel, std::string* how, bool check_only = false);
 
   // ---- rebuild (rebuild.cc) ----
   // Rebuilds this node's chunks of (job, step) from the survivors in

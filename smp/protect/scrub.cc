@@ -228,6 +228,8 @@ void Scrubber::Record(const ScrubTally& tally) {
   status_.set_versions_checked(status_.versions_checked() + 1);
   status_.set_errors_found(status_.errors_found() + tally.errors);
   status_.set_repaired(status_.repaired() + tally.repaired);
+  status_.set_parity_checks(status_.parity_checks() + tally.parity_checks);
+  status_.set_parity_mismatches(status_.parity_mismatches() + tally.parity_mismatches);
   status_.set_unrepairable(status_.unrepairable() + tally.unrepairable);
   if (tally.version_damaged) status_.set_versions_damaged(status_.versions_damaged() + 1);
   if (!tally.repairs.empty()) status_.set_last_repair(tally.repairs.back());

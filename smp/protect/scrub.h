@@ -56,6 +56,8 @@ struct ScrubTally {
   uint64_t errors = 0;        // bad chunks or items found
   uint64_t repaired = 0;      // chunks rebuilt and rewritten
   uint64_t unrepairable = 0;  // bad chunks or items left bad
+  uint64_t parity_checks = 0;      // stripes re-encoded and found consistent
+  uint64_t parity_mismatches = 0;  // ... and found inconsistent
   bool version_damaged = false;  // the local version was retired
   std::vector<std::string> repairs;  // one line each
   std::vector<std::string> losses;   // one line each

@@ -72,7 +72,14 @@ std::vector<std::pair<std::pair<std::string, int64_t>, uint64_t>> ClusterNode::S
                                           sizes);
     uint64_t bytes = 0;
     if (layout.ok() && r.position() >= 0 && r.position() < n) {
-      for (int s = 0; s < n; ++s) bytes += layout->ChunkExtent(s, layout->ChunkOf(s, r.position())).length;
+      for (int s = 0; s < n; ++s) {
+        const int c = layout->ChunkOf(s, r.position());
+        bytes += layout->ChunkExtent(s, c).length;
+        // The parity check reads the stripe's k data chunks from the group.
+        if (c == r.k() && !r.replicate() && layout->ChunkExtent(s, c).length > 0) {
+          bytes += static_cast<uint64_t>(r.k()) * layout->chunk_length(s);
+        }
+      }
     }
     out.emplace_back(key, bytes);
   }
@@ -126,6 +133,7 @@ Result<ScrubTally> ClusterNode::ScrubProtected(const std::string& job_id, int64_
   if (parity && parity->bytes() < layout.parity_bytes(me)) parity.reset();
   bool data_repaired = false;
   bool data_lost = false;
+  uint64_t checked_bad = 0;  // stripes whose chunk here was bad
   for (int r = 0; r < n && !*hooks.cancel; ++r) {
     const int c = layout.ChunkOf(r, me);
     const ec::Extent e = layout.ChunkExtent(r, c);
@@ -137,6 +145,7 @@ Result<ScrubTally> ClusterNode::ScrubProtected(const std::string& job_id, int64_
     tally.bytes += e.length;
     const uint64_t want = record.chunk_crcs(r * n + c);
     if (crc == want) continue;
+    checked_bad |= uint64_t{1} << r;
     ++tally.errors;
     const std::string what = fmt::format("job {} step {} {} on {} ({} bytes)", job_id, step,
                                          ChunkName(r, c, k), me_.id, e.length);
@@ -156,6 +165,34 @@ Result<ScrubTally> ClusterNode::ScrubProtected(const std::string& job_id, int64_
       ++tally.unrepairable;
       tally.losses.push_back(fmt::format("DATA_LOSS: {}: cannot be repaired: {}", what, s.message()));
       data_lost = data_lost || !is_parity;
+    }
+  }
+  // Parity consistency: each stripe's first parity holder re-encodes it from
+  // its k data chunks (read from the group, paced like local reads) and
+  // compares with its parity chunk. Only stripes whose every chunk here
+  // matched the manifest, and never in replication mode (copies are checked
+  // by their CRCs).
+  for (int r = 0; r < n && !*hooks.cancel && parity && !record.replicate(); ++r) {
+    if (layout.ChunkOf(r, me) != k) continue;
+    const uint64_t len = layout.chunk_length(r);
+    if (layout.ChunkExtent(r, k).length == 0 || (checked_bad & (uint64_t{1} << r))) continue;
+    hooks.pace(static_cast<uint64_t>(k) * len);
+    std::string unused;
+    Status s = RepairChunk(record, layout, r, data, parity->data(), *hooks.cancel, &unused,
+                           /*check_only=*/true);
+    if (s.ok()) {
+      ++tally.parity_checks;
+    } else if (s.code() == StatusCode::kFailedPrecondition) {
+      ++tally.parity_mismatches;
+      ++tally.errors;
+      ++tally.unrepairable;
+      tally.losses.push_back(fmt::format("job {} step {} on {}: {}", job_id, step, me_.id,
+                                         s.message()));
+    } else if (s.code() != StatusCode::kCancelled) {
+      // Peers down or their chunks bad: not a finding about this stripe's
+      // parity; their own scrub reports their chunks.
+      spdlog::info("scrub: parity check of job {} step {} stripe {} skipped: {}", job_id, step, r,
+                   s.ToString());
     }
   }
   if (pinned && data_repaired && !data_lost) {
@@ -187,7 +224,8 @@ Result<ScrubTally> ClusterNode::ScrubProtected(const std::string& job_id, int64_
 
 Status ClusterNode::RepairChunk(const v1::ProtectionRecord& record, const ec::GroupLayout& layout,
                                 int stripe, const DataBuffer& data, uint8_t* parity,
-                                const std::atomic<bool>& cancel, std::string* how) {
+                                const std::atomic<bool>& cancel, std::string* how,
+                                bool check_only) {
   const int k = record.k();
   const int n = k + record.m();
   const int me = position();
@@ -214,7 +252,8 @@ Status ClusterNode::RepairChunk(const v1::ProtectionRecord& record, const ec::Gr
       }
       available |= ec::ChunkMask{1} << c;
     }
-    // The k lowest chunks (data first), as the rebuild reads.
+    // The k lowest chunks (data first), as the rebuild reads; for a parity
+    // check the k data chunks, which is re-encoding the stripe.
     ec::ChunkMask read = 0;
     for (int c = 0; c < n && std::popcount(read) < k; ++c) {
       if (available & (ec::ChunkMask{1} << c)) read |= ec::ChunkMask{1} << c;
@@ -229,26 +268,93 @@ Status ClusterNode::RepairChunk(const v1::ProtectionRecord& record, const ec::Gr
           "unreachable: {})",
           stripe, k, bad_list.empty() ? "none" : bad_list, gone.empty() ? "none" : gone));
     }
-    // Receive whole chunks (zero-padded to the stripe's length): one stripe
-    // at a time, k x chunk bytes of memory.
-    std::vector<std::vector<uint8_t>> in(n);
+    // Windows of the k chunks stream in (at most `depth` windows ahead per
+    // chunk, as the rebuild reads) and are decoded one window at a time:
+    // memory is k x depth windows, plus the repaired chunk itself (written in
+    // place only once it matched the manifest as a whole).
+    const uint64_t windows = Windows(length, window);
+    const uint64_t depth = static_cast<uint64_t>(std::max(2, options_.windows_in_flight / 2));
+    std::vector<int> slot_of(n, -1);
+    int slots = 0;
+    for (int c = 0; c < n; ++c) {
+      if (read & (ec::ChunkMask{1} << c)) slot_of[c] = slots++;
+    }
+    std::vector<uint8_t> staging(depth * static_cast<uint64_t>(k) * window);
+    auto slot = [&](uint64_t w, int c) {
+      return staging.data() + ((w % depth) * k + slot_of[c]) * window;
+    };
+    auto expected = [&](uint64_t w) {
+      int count = 0;
+      for (int c = 0; c < n; ++c) {
+        if (slot_of[c] >= 0 && w * window < real[c]) ++count;
+      }
+      return count;
+    };
     const uint32_t transfer = std::random_device{}() | 1u;
     std::map<int, v1::ReadChunksRequest> requests;  // by holder
-    OpTracker ops(transport_);
-    std::vector<uint64_t> tags;
     for (int c = 0; c < n; ++c) {
-      if (!(read & (ec::ChunkMask{1} << c))) continue;
-      in[c].assign(length, 0);
-      if (real[c] == 0) continue;  // virtual zeros: nothing stored, nothing sent
+      if (slot_of[c] < 0 || real[c] == 0) continue;  // virtual zeros: nothing stored or sent
       auto* ref = requests[layout.NodeOf(stripe, c)].add_chunks();
       ref->set_stripe(stripe);
       ref->set_chunk(c);
-      for (uint64_t w = 0; w < Windows(real[c], window); ++w) {
-        const uint64_t len = std::min(window, real[c] - w * window);
-        tags.push_back(WindowTag(transfer, stripe, c, w));
-        ops.Recv(tags.back(), in[c].data() + w * window, len, tags.size() - 1);
-      }
     }
+    OpTracker ops(transport_);
+    std::vector<int> arrived(windows, 0);
+    uint64_t next_post = 0, next_decode = 0;
+    auto post = [&] {
+      while (next_post < windows && next_post < next_decode + depth) {
+        const uint64_t w = next_post++;
+        for (int c = 0; c < n; ++c) {
+          if (slot_of[c] < 0 || w * window >= real[c]) continue;
+          ops.Recv(WindowTag(transfer, stripe, c, w), slot(w, c),
+                   std::min(window, real[c] - w * window), w);
+        }
+      }
+    };
+    const ec::Extent e = layout.ChunkExtent(stripe, target);
+    std::vector<uint8_t> out(check_only ? window : length);
+    std::vector<uint8_t> bounce;
+    std::vector<uint64_t> in_crc(n, 0);
+    uint64_t out_crc = 0;
+    bool differs = false;  // check_only: the stored chunk differs from the decoded one
+    Status failure;
+    auto decode_ready = [&] {
+      while (failure.ok() && next_decode < windows && arrived[next_decode] == expected(next_decode)) {
+        const uint64_t w = next_decode++;
+        const uint64_t wlen = std::min(window, length - w * window);
+        std::vector<uint8_t*> chunks(n, nullptr);
+        for (int c = 0; c < n; ++c) {
+          if (slot_of[c] < 0) continue;
+          uint8_t* p = slot(w, c);
+          const uint64_t have = real[c] > w * window ? std::min(wlen, real[c] - w * window) : 0;
+          in_crc[c] = ec::Checksum({p, have}, in_crc[c]);
+          std::memset(p + have, 0, wlen - have);
+          chunks[c] = p;
+        }
+        uint8_t* dst = check_only ? out.data() : out.data() + w * window;
+        if (record.replicate()) {
+          std::memcpy(dst, chunks[std::countr_zero(read)], wlen);
+        } else {
+          chunks[target] = dst;
+          if (Status st = codec->Decode(chunks, read, ec::ChunkMask{1} << target, wlen); !st.ok()) {
+            failure = st;
+            return;
+          }
+        }
+        const uint64_t have =
+            real[target] > w * window ? std::min(wlen, real[target] - w * window) : 0;
+        out_crc = ec::Checksum({dst, have}, out_crc);
+        if (check_only && have > 0) {
+          const uint8_t* stored = e.buffer == ec::Extent::Buffer::kParity
+                                      ? parity + e.offset + w * window
+                                      : data.Gather(e.offset + w * window, have, &bounce);
+          differs = differs || std::memcmp(stored, dst, have) != 0;
+        }
+      }
+      post();
+    };
+    post();
+    decode_ready();
     std::vector<std::pair<int, std::future<Status>>> senders;
     for (auto& [holder, rq] : requests) {
       rq.set_from_node(me_.id);
@@ -267,12 +373,9 @@ Status ClusterNode::RepairChunk(const v1::ProtectionRecord& record, const ec::Gr
         return st;
       }));
     }
-    std::vector<bool> arrived(tags.size(), false);
-    size_t remaining = tags.size();
-    Status failure;
     std::set<int> failed;
     const auto deadline = Clock::now() + options_.round_timeout;
-    while (failure.ok() && remaining > 0) {
+    while (failure.ok() && next_decode < windows) {
       for (auto& [holder, f] : senders) {
         if (f.valid() && f.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
           if (Status st = f.get(); !st.ok()) {
@@ -295,16 +398,19 @@ Status ClusterNode::RepairChunk(const v1::ProtectionRecord& record, const ec::Gr
         failure = ev->status;
         break;
       }
-      if (!arrived[ev->cookie]) {
-        arrived[ev->cookie] = true;
-        --remaining;
-      }
+      ++arrived[ev->cookie];
+      decode_ready();
     }
     {
+      // Windows not received: drained so that members still sending finish
+      // cleanly (data_path.h).
       std::vector<uint64_t> missing;
       if (!failure.ok()) {
-        for (size_t i = 0; i < tags.size(); ++i) {
-          if (!arrived[i]) missing.push_back(tags[i]);
+        for (int c = 0; c < n; ++c) {
+          if (slot_of[c] < 0) continue;
+          for (uint64_t w = next_decode; w < windows; ++w) {
+            if (w * window < real[c]) missing.push_back(WindowTag(transfer, stripe, c, w));
+          }
         }
       }
       ScopedEndpoints none(transport_, endpoint_pool_.get());
@@ -327,8 +433,7 @@ Status ClusterNode::RepairChunk(const v1::ProtectionRecord& record, const ec::Gr
     // read again without it.
     bool inputs_ok = true;
     for (int c = 0; c < n; ++c) {
-      if (!(read & (ec::ChunkMask{1} << c))) continue;
-      if (ec::Checksum({in[c].data(), real[c]}) == record.chunk_crcs(stripe * n + c)) continue;
+      if (slot_of[c] < 0 || in_crc[c] == record.chunk_crcs(stripe * n + c)) continue;
       const std::string name =
           fmt::format("{} on {}", ChunkName(stripe, c, k), PeerAt(layout.NodeOf(stripe, c)).id);
       spdlog::error("scrub repair of job {} step {}: {} is CORRUPTED too", record.job_id(),
@@ -338,25 +443,24 @@ Status ClusterNode::RepairChunk(const v1::ProtectionRecord& record, const ec::Gr
       inputs_ok = false;
     }
     if (!inputs_ok) continue;
-    std::vector<uint8_t> out(length, 0);
-    if (record.replicate()) {
-      std::memcpy(out.data(), in[std::countr_zero(read)].data(), length);
-    } else {
-      std::vector<uint8_t*> chunks(n, nullptr);
-      for (int c = 0; c < n; ++c) {
-        if (read & (ec::ChunkMask{1} << c)) chunks[c] = in[c].data();
-      }
-      chunks[target] = out.data();
-      HOLDFAST_RETURN_IF_ERROR(codec->Decode(chunks, read, ec::ChunkMask{1} << target, length));
-    }
     const uint64_t want = record.chunk_crcs(stripe * n + target);
-    if (ec::Checksum({out.data(), real[target]}) != want) {
+    if (check_only) {
+      // The inputs match the manifest; so must what they encode to, and the
+      // stored chunk must equal it byte for byte.
+      if (out_crc != want || differs) {
+        return Status::FailedPrecondition(fmt::format(
+            "stripe {}: its data chunks encode to other parity than stored and recorded "
+            "(parity and data are inconsistent)",
+            stripe));
+      }
+      return Status::Ok();
+    }
+    if (out_crc != want) {
       return Status::DataLoss(fmt::format("stripe {}: the decoded chunk does not match the manifest",
                                           stripe));
     }
     // In place, in two halves: a crash between them (failpoint) leaves a
     // chunk that is still bad and found again after the restart.
-    const ec::Extent e = layout.ChunkExtent(stripe, target);
     const uint64_t half = real[target] / 2;
     auto write = [&](uint64_t off, uint64_t len) {
       if (e.buffer == ec::Extent::Buffer::kParity) {

@@ -219,6 +219,9 @@ TEST(ScrubTest, ScrubbingWhileSavingAndProtectingBreaksNothing) {
     EXPECT_EQ(st->scrub().errors_found(), 0u) << st->scrub().ShortDebugString();
     EXPECT_EQ(st->damaged_versions(), 0u);
     EXPECT_GT(st->scrub().versions_checked(), 0u);
+    // Each node re-encoded the stripe it is the first parity holder of.
+    EXPECT_GT(st->scrub().parity_checks(), 0u);
+    EXPECT_EQ(st->scrub().parity_mismatches(), 0u);
   }
   ASSERT_TRUE(cluster.Verify("j", 3, 12, kItemBytes));
 }
