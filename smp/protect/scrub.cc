@@ -93,11 +93,12 @@ void Scrubber::Pace(uint64_t bytes) {
     status_.set_bytes_scrubbed(status_.bytes_scrubbed() + bytes);
   }
   const auto now = Clock::now();
-  // No credit for idle time: a pass never reads faster than the rate.
+  // No credit for idle time, and each read is paid for before the next
+  // one: B bytes take at least B / rate, also within one pass.
   if (pace_next_ < now) pace_next_ = now;
-  const auto when = pace_next_;
   pace_next_ += std::chrono::nanoseconds(bytes * 1'000'000'000ull /
                                          std::max<uint64_t>(1, options_.rate_bytes_per_second));
+  const auto when = pace_next_;
   std::unique_lock lock(stop_mu_);
   stop_cv_.wait_until(lock, when, [&] { return stop_.load(); });
 }
