@@ -191,6 +191,8 @@ int CmdStatus(Daemon& d, const Global& g) {
                       {"repaired", sc.repaired()},
                       {"unrepairable", sc.unrepairable()},
                       {"versions_damaged", sc.versions_damaged()},
+                      {"parity_checks", sc.parity_checks()},
+                      {"parity_mismatches", sc.parity_mismatches()},
                       {"last_repair", sc.last_repair()},
                       {"last_error", sc.last_error()}};
     }
