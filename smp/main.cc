@@ -22,6 +22,7 @@
 #include "cluster/cluster_config.h"
 #include "protect/cluster_node.h"
 #include "protect/peer_tls.h"
+#include "protect/scrub.h"
 #include "transport/transport.h"
 #include "config/config.h"
 #include "core/event_loop.h"
@@ -158,8 +159,10 @@ int main(int argc, char** argv) {
     return cluster ? cluster->Verify(req, c)
                    : smp::VerifyStandalone(manager.get(), &loop, config.node_id, req, c);
   });
-  auto admin_status = [&cluster](holdfast::v1::GetStatusResponse* resp) {
+  std::unique_ptr<smp::Scrubber> scrubber;  // docs/reliability-scrub.md
+  auto admin_status = [&cluster, &scrubber](holdfast::v1::GetStatusResponse* resp) {
     if (cluster) cluster->FillStatus(resp->mutable_cluster());
+    if (scrubber) scrubber->FillStatus(resp->mutable_scrub());
   };
   smp::AdminService admin(manager.get(), &loop, &verifier,
                           {.local = true, .status_hook = admin_status, .operator_check = nullptr});
@@ -223,11 +226,13 @@ int main(int argc, char** argv) {
 
   std::filesystem::remove(config.socket_path, ec);  // a stale socket from a crash
   smp::SnapshotService service(manager.get(), &loop);
-  if (cluster) {
-    service.SetStatusHook([&cluster](holdfast::v1::GetStatusResponse* resp) {
-      cluster->FillStatus(resp->mutable_cluster());
-    });
-  }
+  scrubber = std::make_unique<smp::Scrubber>(
+      smp::ScrubOptions{.enabled = config.scrub_enabled,
+                        .rate_bytes_per_second = config.scrub_rate,
+                        .interval = std::chrono::seconds(config.scrub_interval_seconds),
+                        .node_id = config.node_id},
+      manager.get(), &loop, cluster.get());
+  service.SetStatusHook(admin_status);
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + config.socket_path, grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
@@ -240,6 +245,7 @@ int main(int argc, char** argv) {
   chmod(config.socket_path.c_str(), 0660);
   loop.Post([&] { manager->StartTimers(); });
   if (cluster) cluster->Start();
+  scrubber->Start();
   spdlog::info(
       "holdfastd serving on unix:{} (budget {:.1f} GiB, shm {}/{}-*, catalog {}, "
       "verify {}, recovered in {:.1f} ms: {})",
@@ -255,6 +261,7 @@ int main(int argc, char** argv) {
   verifier.Stop();  // a running verify answers CANCELLED before the servers stop
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (peer_server) peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  scrubber->Stop();  // before the cluster and the loop: it waits on both
   if (cluster) cluster->Stop();  // before the loop: its threads wait on the loop
   loop.Stop();
   server.reset();

@@ -39,6 +39,12 @@ Health AssessHealth(const v1::GetStatusResponse& status, const v1::ListVersionsR
     errs.push_back(fmt::format("{} damaged version(s) found and discarded since the daemon started",
                                status.damaged_versions()));
   }
+  if (status.has_scrub() && status.scrub().unrepairable() > 0) {
+    // Repairs are not reasons: the data is whole again (ScrubLine shows them).
+    errs.push_back(fmt::format("scrub found {} damaged chunk(s) or item(s) it could not repair; last: "
+                               "{}",
+                               status.scrub().unrepairable(), status.scrub().last_error()));
+  }
   if (status.has_cluster()) {
     const v1::ClusterStatus& c = status.cluster();
     std::vector<std::string> down;
@@ -199,6 +205,30 @@ std::string ProgressLine(uint64_t done, uint64_t total, double elapsed_seconds, 
                      f.fraction * 100, FormatBytes(std::min(done, total)), FormatBytes(total),
                      FormatRate(f.bytes_per_second),
                      f.eta_seconds ? FormatDuration(*f.eta_seconds) : std::string("?"));
+}
+
+std::string ScrubLine(const v1::ScrubStatus& scrub, int64_t now_unix_micros) {
+  if (!scrub.enabled()) return "off";
+  std::string out;
+  if (scrub.running()) {
+    out = fmt::format("pass {} running, {} of {}", scrub.pass(), FormatBytes(scrub.bytes_done()),
+                      FormatBytes(scrub.bytes_total()));
+  } else if (scrub.pass() == 0) {
+    out = fmt::format("first pass due {} after start-up", FormatDuration(scrub.interval_seconds()));
+  } else {
+    out = fmt::format("pass {} done", scrub.pass());
+  }
+  if (scrub.last_pass_finished_unix_micros() > 0) {
+    out += fmt::format(
+        "; last pass {} in {} ({} ago)", FormatBytes(scrub.last_pass_bytes()),
+        FormatDuration(scrub.last_pass_micros() / 1e6),
+        FormatDuration(std::max<int64_t>(0, now_unix_micros - scrub.last_pass_finished_unix_micros()) /
+                       1e6));
+  }
+  out += fmt::format("; {} errors found, {} repaired, {} unrepairable; rate {}", scrub.errors_found(),
+                     scrub.repaired(), scrub.unrepairable(),
+                     FormatRate(static_cast<double>(scrub.rate_bytes_per_second())));
+  return out;
 }
 
 }  // namespace holdfast::cli

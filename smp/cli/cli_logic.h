@@ -43,12 +43,18 @@ std::string MemberState(const v1::PeerStatus& member);
 // The verdict from one node's status and version list:
 //   ERR:  more than m members of the group down; a version that cannot be
 //         rebuilt (rebuild state DATA_LOSS, last_error DATA_LOSS); damaged
-//         versions found since the daemon started.
+//         versions found since the daemon started; damage the scrub could
+//         not repair (ScrubStatus.unrepairable > 0). Chunks the scrub
+//         repaired are not a reason: they are shown by ScrubLine.
 //   WARN: a member down (data still protected); a rebuild in progress or
 //         retrying; a job with complete versions but none protected, or whose
 //         newest protected step is behind more than one complete version;
 //         memory used above 90% of the budget.
 Health AssessHealth(const v1::GetStatusResponse& status, const v1::ListVersionsResponse& versions);
+
+// One line of scrub state for `status`: the running pass and its bytes, the
+// last finished pass, and the counters ("off" when disabled).
+std::string ScrubLine(const v1::ScrubStatus& scrub, int64_t now_unix_micros);
 
 // ---- formats ---------------------------------------------------------------
 

@@ -201,6 +201,29 @@ int CmdStatus(Daemon& d, const Global& g) {
                      {"budget_bytes", st.memory_budget_bytes()},
                      {"pooled_bytes", st.memory_pooled_bytes()}};
     out["damaged_versions"] = st.damaged_versions();
+    {
+      const auto& sc = st.scrub();
+      out["scrub"] = {{"enabled", sc.enabled()},
+                      {"rate_bytes_per_second", sc.rate_bytes_per_second()},
+                      {"interval_seconds", sc.interval_seconds()},
+                      {"pass", sc.pass()},
+                      {"running", sc.running()},
+                      {"bytes_done", sc.bytes_done()},
+                      {"bytes_total", sc.bytes_total()},
+                      {"last_pass_finished_unix_micros", sc.last_pass_finished_unix_micros()},
+                      {"last_pass_bytes", sc.last_pass_bytes()},
+                      {"last_pass_micros", sc.last_pass_micros()},
+                      {"bytes_scrubbed", sc.bytes_scrubbed()},
+                      {"versions_checked", sc.versions_checked()},
+                      {"errors_found", sc.errors_found()},
+                      {"repaired", sc.repaired()},
+                      {"unrepairable", sc.unrepairable()},
+                      {"versions_damaged", sc.versions_damaged()},
+                      {"parity_checks", sc.parity_checks()},
+                      {"parity_mismatches", sc.parity_mismatches()},
+                      {"last_repair", sc.last_repair()},
+                      {"last_error", sc.last_error()}};
+    }
     if (cluster) {
       const auto& c = st.cluster();
       json members = json::array();
@@ -255,6 +278,12 @@ int CmdStatus(Daemon& d, const Global& g) {
     fmt::print("memory:   {} used of {} budget ({} pooled)\n",
                cli::FormatBytes(st.memory_used_bytes()), cli::FormatBytes(st.memory_budget_bytes()),
                cli::FormatBytes(st.memory_pooled_bytes()));
+    if (st.has_scrub()) {
+      fmt::print("scrub:    {}\n", cli::ScrubLine(st.scrub(), NowMicros()));
+      if (!st.scrub().last_repair().empty()) {
+        fmt::print("          last repair: {}\n", st.scrub().last_repair());
+      }
+    }
     if (cluster) {
       const auto& c = st.cluster();
       fmt::print("\ngroup {}:\n", c.group());

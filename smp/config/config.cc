@@ -131,6 +131,22 @@ std::string ShowCount(const DaemonConfig& config) {
   return std::to_string(config.*kMember);
 }
 
+template <bool DaemonConfig::*kMember>
+Status SetBool(std::string_view text, DaemonConfig* config) {
+  if (EqualsIgnoreCase(text, "true")) {
+    config->*kMember = true;
+  } else if (EqualsIgnoreCase(text, "false")) {
+    config->*kMember = false;
+  } else {
+    return Status::InvalidArgument("expected true or false, got " + Quoted(text));
+  }
+  return Status::Ok();
+}
+template <bool DaemonConfig::*kMember>
+std::string ShowBool(const DaemonConfig& config) {
+  return config.*kMember ? "true" : "false";
+}
+
 template <uint64_t DaemonConfig::*kMember>
 Status SetSize(std::string_view text, DaemonConfig* config) {
   HOLDFAST_ASSIGN_OR_RETURN(config->*kMember, ParseByteSize(std::string(text)));
@@ -272,6 +288,13 @@ const std::array<Field, 19> kFields = {{
      &SetString<&C::ucx_net_devices>, &CheckAnything, &ShowString<&C::ucx_net_devices>},
     {"log.level", "--log-level", "trace, debug, info, warn, error, critical or off", "LEVEL",
      &SetString<&C::log_level>, &CheckLogLevel, &ShowString<&C::log_level>},
+    {"scrub.enabled", "--scrub", "background scrub of stored versions: true or false", "BOOL",
+     &SetBool<&C::scrub_enabled>, &CheckAnything, &ShowBool<&C::scrub_enabled>},
+    {"scrub.rate", "--scrub-rate", "bytes per second the scrub reads", "SIZE",
+     &SetSize<&C::scrub_rate>, &CheckPositive<&C::scrub_rate>, &ShowSize<&C::scrub_rate>},
+    {"scrub.interval_s", "--scrub-interval-s", "seconds between the starts of scrub passes",
+     "SECONDS", &SetInt<&C::scrub_interval_seconds>,
+     &CheckIntRange<&C::scrub_interval_seconds, 1, INT_MAX>, &ShowInt<&C::scrub_interval_seconds>},
 }};
 
 const Field* FindField(std::string_view key) {

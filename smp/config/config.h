@@ -33,6 +33,9 @@ struct DaemonConfig {
   std::string ucx_tls;                                 // transport.tls (UCX_TLS)
   std::string ucx_net_devices;                         // transport.net_devices
   std::string log_level = "info";                      // log.level: trace..critical
+  bool scrub_enabled = true;                           // scrub.enabled
+  uint64_t scrub_rate = uint64_t{64} << 20;            // scrub.rate: bytes/s read by the scrub
+  int scrub_interval_seconds = 3600;                   // scrub.interval_s: a pass this often
 };
 
 // Parses a size like "8GiB", "512MiB", "4096", "1.5GiB" (binary units:

@@ -214,6 +214,12 @@ class SnapshotManager {
   Status AdoptVersion(const v1::JobRecord& job, int64_t step,
                       std::vector<std::pair<v1::RankManifestRecord, Segment>> parts);
 
+  // The scrub (smp/protect/scrub.h) found `step` damaged and could not
+  // repair it: counted in damaged_versions and retired as background
+  // verification does (deleted from the catalog at once, never served
+  // again; its segments are freed when the last holder is done).
+  // NOT_FOUND when it is not a live complete version.
+  Status MarkDamaged(const std::string& job_id, int64_t step, const std::string& why);
   // The protection records Recover() found (once; later calls get none).
   std::vector<RecoveredProtection> TakeRecoveredProtections();
 

@@ -150,6 +150,21 @@ void SnapshotManager::FinishBackgroundVerify(const std::string& job_id, int64_t 
   }
 }
 
+Status SnapshotManager::MarkDamaged(const std::string& job_id, int64_t step,
+                                    const std::string& why) {
+  Job* job = FindJob(job_id);
+  auto vit = job != nullptr ? job->versions.find(step) : std::map<int64_t, Version>::iterator{};
+  if (job == nullptr || vit == job->versions.end() || !vit->second.complete ||
+      vit->second.retired) {
+    return Status::NotFound("job " + job_id + " has no live complete version at step " +
+                            std::to_string(step));
+  }
+  spdlog::error("job {} step {} is damaged ({}); discarding the version", job_id, step, why);
+  RetireDamaged(*job, vit->second);
+  DropVersionNow(*job, step);  // unless still held
+  return Status::Ok();
+}
+
 void SnapshotManager::RetireDamaged(Job& job, Version& version) {
   if (!version.damaged) {
     version.damaged = true;

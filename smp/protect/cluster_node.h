@@ -48,6 +48,7 @@
 #include "holdfast/v1/peer.grpc.pb.h"
 #include "holdfast/v1/snapshot.pb.h"
 #include "protect/data_path.h"
+#include "protect/scrub.h"
 #include "transport/transport.h"
 
 namespace holdfast::smp {
@@ -106,6 +107,19 @@ class ClusterNode final : public v1::Peer::Service {
   // protected, on every other member of the group (VerifyChunks). Blocks:
   // call it on a worker thread (VerifyRunner), never on the loop.
   Result<v1::VerifyResponse> Verify(const v1::VerifyRequest& req, const std::atomic<bool>& cancel);
+
+  // ---- the background scrub (scrub_repair.cc, scrub.h) ----
+  // The protected versions held here, each with the bytes its scrub reads
+  // (this node's data and parity chunks).
+  std::vector<std::pair<std::pair<std::string, int64_t>, uint64_t>> ScrubTargets() const;
+  // Checks each of this node's chunks of (job, step) against the group
+  // manifest; a bad one is rebuilt from k good chunks of its stripe read from
+  // the group, checked, and rewritten in place. A data chunk that cannot be
+  // repaired retires the local version (MarkDamaged). Blocks (reads every
+  // byte, paced by `hooks`): the scrub thread only. NOT_FOUND when the
+  // version is not protected here.
+  Result<ScrubTally> ScrubProtected(const std::string& job_id, int64_t step,
+                                    const ScrubHooks& hooks);
 
   const std::string& control_address() const { return me_.control; }
 
@@ -234,6 +248,18 @@ class ClusterNode final : public v1::Peer::Service {
   // version is protected. NOT_FOUND when it holds neither.
   Result<v1::NodeVerifyReport> VerifyMine(const std::string& job_id, int64_t step,
                                           const std::atomic<bool>& cancel);
+
+  // ---- scrub repair (scrub_repair.cc) ----
+  // Rebuilds this node's chunk of `stripe` from k chunks of the others
+  // (ReadChunks, each checked against the manifest; a bad or unreachable
+  // one is replaced by another), checks it, and writes it into `data` or
+  // `parity` at its place. DATA_LOSS when fewer than k good chunks remain.
+  // With `check_only`, nothing is written: the decoded chunk (for a parity
+  // chunk: the parity re-encoded from the data chunks) is compared with the
+  // stored one; FAILED_PRECONDITION when they differ.
+  Status RepairChunk(const v1::ProtectionRecord& record, const ec::GroupLayout& layout, int stripe,
+                     const protect_internal::DataBuffer& data, uint8_t* parity,
+                     const std::atomic<bool>& cancel, std::string* how, bool check_only = false);
 
   // ---- rebuild (rebuild.cc) ----
   // Rebuilds this node's chunks of (job, step) from the survivors in

@@ -110,6 +110,46 @@ TEST(CliHealth, DataLossAndDamageAreErr) {
   EXPECT_EQ(AssessHealth(damaged, Versions({5}, 5)).level, HealthLevel::kErr);
 }
 
+TEST(CliHealth, ScrubRepairsAreOkButUnrepairableDamageIsErr) {
+  auto st = ClusterStatus(5);
+  v1::ScrubStatus* scrub = st.mutable_scrub();
+  scrub->set_enabled(true);
+  scrub->set_errors_found(2);
+  scrub->set_repaired(2);
+  EXPECT_EQ(AssessHealth(st, Versions({5}, 5)).level, HealthLevel::kOk);
+  scrub->set_errors_found(3);
+  scrub->set_unrepairable(1);
+  scrub->set_last_error("DATA_LOSS: job train step 5 stripe 0 data chunk 0");
+  const Health h = AssessHealth(st, Versions({5}, 5));
+  EXPECT_EQ(h.level, HealthLevel::kErr);
+  ASSERT_FALSE(h.reasons.empty());
+  EXPECT_NE(h.reasons[0].find("could not repair"), std::string::npos) << h.reasons[0];
+  EXPECT_NE(h.reasons[0].find("stripe 0"), std::string::npos) << h.reasons[0];
+}
+
+TEST(CliScrub, Line) {
+  v1::ScrubStatus s;
+  EXPECT_EQ(ScrubLine(s, 0), "off");
+  s.set_enabled(true);
+  s.set_interval_seconds(3600);
+  s.set_rate_bytes_per_second(64 << 20);
+  EXPECT_EQ(ScrubLine(s, 0),
+            "first pass due 1h00m after start-up; 0 errors found, 0 repaired, 0 unrepairable; "
+            "rate 64.0 MiB/s");
+  s.set_pass(3);
+  s.set_running(true);
+  s.set_bytes_done(1 << 20);
+  s.set_bytes_total(4 << 20);
+  s.set_last_pass_finished_unix_micros(1'000'000);
+  s.set_last_pass_bytes(4 << 20);
+  s.set_last_pass_micros(2'000'000);
+  s.set_repaired(1);
+  s.set_errors_found(1);
+  EXPECT_EQ(ScrubLine(s, 11'000'000),
+            "pass 3 running, 1.0 MiB of 4.0 MiB; last pass 4.0 MiB in 2.0s (10s ago); 1 errors "
+            "found, 1 repaired, 0 unrepairable; rate 64.0 MiB/s");
+}
+
 TEST(CliHealth, ErrorsComeBeforeWarnings) {
   auto st = ClusterStatus(5);
   st.mutable_cluster()->mutable_members(1)->set_up(false);  // warn

@@ -29,3 +29,16 @@ gtest_discover_tests(holdfast_smp_cluster_tls_test
   TEST_PREFIX "smp."
   DISCOVERY_TIMEOUT 60
   PROPERTIES TIMEOUT 600 LABELS "smp;cluster;security" RUN_SERIAL TRUE)
+
+# The background scrub (docs/reliability-scrub.md): repairs, data loss, rate,
+# scrubbing during saves, SIGKILL mid-repair.
+add_executable(holdfast_smp_scrub_test ${CMAKE_CURRENT_LIST_DIR}/scrub_test.cc)
+target_link_libraries(holdfast_smp_scrub_test PRIVATE
+  holdfast_smp_cluster_harness GTest::gtest_main holdfast_warnings)
+target_compile_definitions(holdfast_smp_scrub_test PRIVATE
+  HOLDFAST_CLI_PATH="$<TARGET_FILE:holdfast>")
+add_dependencies(holdfast_smp_scrub_test holdfastd holdfast_snapshot_tool holdfast)
+gtest_discover_tests(holdfast_smp_scrub_test
+  TEST_PREFIX "smp."
+  DISCOVERY_TIMEOUT 60
+  PROPERTIES TIMEOUT 600 LABELS "smp;cluster" RUN_SERIAL TRUE)

@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 // A new DaemonConfig field must be added to ExpectSameConfig, the example
 // file, the key list in ExampleFileHoldsEveryKeyWithItsDefault and
 // EveryFieldHasAFlag; this trips when the struct changes, so none is forgotten.
-static_assert(sizeof(DaemonConfig) == 456,
+static_assert(sizeof(DaemonConfig) == 480,
               "DaemonConfig changed: update this test and the example");
 
 void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) {
@@ -44,6 +44,9 @@ void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) 
   EXPECT_EQ(actual.ucx_tls, expected.ucx_tls);
   EXPECT_EQ(actual.ucx_net_devices, expected.ucx_net_devices);
   EXPECT_EQ(actual.log_level, expected.log_level);
+  EXPECT_EQ(actual.scrub_enabled, expected.scrub_enabled);
+  EXPECT_EQ(actual.scrub_rate, expected.scrub_rate);
+  EXPECT_EQ(actual.scrub_interval_seconds, expected.scrub_interval_seconds);
 }
 
 // Dotted paths of every scalar in a YAML mapping.
@@ -344,6 +347,9 @@ TEST_F(ConfigFileTest, ExampleFileHoldsEveryKeyWithItsDefault) {
       "transport.tls",
       "transport.net_devices",
       "log.level",
+      "scrub.enabled",
+      "scrub.rate",
+      "scrub.interval_s",
   };
   std::set<std::string> keys;
   CollectKeys(YAML::LoadFile(path), "", &keys);
@@ -493,6 +499,12 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
       "eth1",
       "--log-level",
       "warn",
+      "--scrub",
+      "false",
+      "--scrub-rate",
+      "16MiB",
+      "--scrub-interval-s",
+      "60",
   });
   ASSERT_TRUE(config.ok()) << config.status().ToString();
   DaemonConfig expected;
@@ -515,6 +527,9 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
   expected.ucx_tls = "tcp";
   expected.ucx_net_devices = "eth1";
   expected.log_level = "warn";
+  expected.scrub_enabled = false;
+  expected.scrub_rate = uint64_t{16} << 20;
+  expected.scrub_interval_seconds = 60;
   ExpectSameConfig(*config, expected);
 }
 
