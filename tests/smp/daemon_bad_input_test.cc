@@ -689,7 +689,7 @@ TEST(DaemonDisconnectTest, ReaderThatDiesReleasesItsLease) {
   drop.set_job_id("job");
   drop.set_all(true);
   v1::DropVersionsResponse dropped;
-  EXPECT_TRUE(HasStatus(raw.stub().DropVersions(raw.Context().get(), drop, &dropped),
+  EXPECT_TRUE(HasStatus(raw.stub().DropVersions(raw.ContextFor("job").get(), drop, &dropped),
                         grpc::StatusCode::FAILED_PRECONDITION, "is being restored (1 leases)"));
   // ...until its reader is gone.
   session->Cancel();
@@ -697,7 +697,7 @@ TEST(DaemonDisconnectTest, ReaderThatDiesReleasesItsLease) {
   grpc::Status s;
   do {
     dropped.Clear();
-    s = raw.stub().DropVersions(raw.Context().get(), drop, &dropped);
+    s = raw.stub().DropVersions(raw.ContextFor("job").get(), drop, &dropped);
   } while (!s.ok() && std::chrono::steady_clock::now() < deadline);
   ASSERT_TRUE(IsOk(s)) << "the dead reader's lease was not released";
   ASSERT_EQ(dropped.dropped_steps_size(), 1);
