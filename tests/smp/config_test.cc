@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 // A new DaemonConfig field must be added to ExpectSameConfig, the example
 // file, the key list in ExampleFileHoldsEveryKeyWithItsDefault and
 // EveryFieldHasAFlag; this trips when the struct changes, so none is forgotten.
-static_assert(sizeof(DaemonConfig) == 360,
+static_assert(sizeof(DaemonConfig) == 448,
               "DaemonConfig changed: update this test and the example");
 
 void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) {
@@ -516,9 +516,30 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
       "eth1",
       "--log-level",
       "warn",
+      "--socket-group",
+      "trainers",
+      "--job-quota",
+      "0.5",
+      "--max-writes-per-job",
+      "8",
+      "--max-sessions-per-job",
+      "9",
+      "--max-jobs",
+      "10",
+      "--grpc-max-streams",
+      "11",
+      "--grpc-memory",
+      "64MiB",
   });
   ASSERT_TRUE(config.ok()) << config.status().ToString();
   DaemonConfig expected;
+  expected.socket_group = "trainers";
+  expected.job_quota = "0.5";
+  expected.max_writes_per_job = 8;
+  expected.max_sessions_per_job = 9;
+  expected.max_jobs = 10;
+  expected.grpc_max_streams = 11;
+  expected.grpc_memory_bytes = uint64_t{64} << 20;
   expected.node_id = "n9";
   expected.socket_path = "/tmp/s.sock";
   expected.data_dir = "/d";

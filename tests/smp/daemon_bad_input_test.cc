@@ -455,11 +455,18 @@ TEST_F(DaemonBadInputTest, UnknownWriteIdIsNotFound) {
   ASSERT_TRUE(IsOk(raw_->Begin(BeginRequest(4, {U8Item("a", 10)}), &r2)));
   EXPECT_TRUE(HasStatus(raw_->Commit(CommitRequest(first, r1, {0}), &committed),
                         grpc::StatusCode::NOT_FOUND, "(aborted, expired or superseded)"));
-  // Another rank's (or job's) write id is not ours to commit.
+  // Another rank's write id is not ours to commit...
   auto foreign = CommitRequest(BeginRequest(4, {U8Item("a", 10)}), r2, {0});
-  foreign.set_job_id("other");
+  foreign.set_rank(1);
   EXPECT_TRUE(HasStatus(raw_->Commit(foreign, &committed), grpc::StatusCode::INVALID_ARGUMENT,
                         "belongs to job job rank 0 step 4"));
+  // ...nor another job's, and the answer does not name that job
+  // (docs/security.md).
+  foreign.set_rank(0);
+  foreign.set_job_id("other");
+  EXPECT_TRUE(HasStatus(raw_->Commit(foreign, &committed), grpc::StatusCode::NOT_FOUND,
+                        "no snapshot in progress with write id " +
+                            std::to_string(r2.write_id()) + " for job other"));
   ExpectIntact();
 }
 

@@ -242,6 +242,57 @@ TEST_F(JobSecTest, TheSecretSurvivesADaemonRestartAndIsKeptInTheCatalog) {
   EXPECT_EQ(raw.Secret("a"), secret);
 }
 
+TEST_F(JobSecTest, RanksRegisteringAtOnceShareTheIssuedSecretThroughA0600File) {
+  // Four ranks of one job, four processes, registering at the same moment:
+  // one gets the secret issued and stores it, the others read it.
+  std::vector<std::unique_ptr<ToolProcess>> ranks;
+  for (int r = 0; r < 4; ++r) {
+    ToolOptions t = Tool("r");
+    t.rank = r;
+    t.world_size = 4;
+    t.local_ranks = {0, 1, 2, 3};
+    t.seed = 10 + r;
+    ranks.push_back(std::make_unique<ToolProcess>(t, std::vector<std::string>{"save", "--steps",
+                                                                              "1:1"}));
+  }
+  for (auto& p : ranks) {
+    const ToolRun run = p->Wait();
+    EXPECT_TRUE(run.ok()) << run.Describe();
+  }
+  EXPECT_EQ(LatestStep(*raw_, "r"), 1);
+  // The file: 0600 in a 0700 directory of this user.
+  const char* dir = std::getenv("HOLDFAST_SECRET_DIR");
+  ASSERT_NE(dir, nullptr);
+  struct stat st;
+  ASSERT_EQ(stat(dir, &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() < 2 || name.substr(name.size() - 2) != "-r") continue;
+    ++files;
+    ASSERT_EQ(stat(entry.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << name;
+    EXPECT_EQ(ReadFile(entry.path().string()), raw_->Secret("r") + "\n");
+  }
+  EXPECT_EQ(files, 1);
+}
+
+TEST_F(JobSecTest, ASecretDirectoryOthersCanWriteIsRefused) {
+  const std::string dir = daemon_.root() + "/open-secrets";
+  ASSERT_TRUE(std::filesystem::create_directory(dir));
+  ASSERT_EQ(chmod(dir.c_str(), 0777), 0);
+  const std::string saved = std::getenv("HOLDFAST_SECRET_DIR");
+  setenv("HOLDFAST_SECRET_DIR", dir.c_str(), 1);
+  const ToolRun run = RunTool(Tool("o"), {"save", "--steps", "1:1"});
+  setenv("HOLDFAST_SECRET_DIR", saved.c_str(), 1);
+  EXPECT_FALSE(run.ok());
+  EXPECT_NE(run.err.find("must be a directory of this user, not writable by others"),
+            std::string::npos)
+      << run.Describe();
+  ExpectIntact();
+}
+
 TEST_F(JobSecTest, RanksSharingATokenDeriveTheSameSecret) {
   const std::string token = "token-of-job-t-" + std::to_string(TestSeed());
   setenv("HOLDFAST_JOB_TOKEN", token.c_str(), 1);
