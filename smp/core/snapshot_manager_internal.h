@@ -10,6 +10,7 @@
 #define HOLDFAST_SMP_CORE_SNAPSHOT_MANAGER_INTERNAL_H_
 
 #include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
