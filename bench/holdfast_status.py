@@ -105,7 +105,9 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 def get_status(socket_path: str, timeout: float = 2.0) -> dict:
     """One GetStatus call; raises on any failure."""
-    path = b"/holdfast.v1.Snapshot/GetStatus"
+    # The Admin service's: every job (the Snapshot service shows only the
+    # caller's job, docs/security.md).
+    path = b"/holdfast.v1.Admin/GetStatus"
     headers = (b"\x83\x86"  # :method POST, :scheme http (static table 3, 6)
                + b"\x04" + bytes([len(path)]) + path  # :path, indexed name 4
                + b"\x01\x09localhost"  # :authority, indexed name 1

@@ -62,6 +62,9 @@ class Job:
         env = dict(os.environ, PYTHONPATH=args.python_dir, OMP_NUM_THREADS="1",
                    WORLD_SIZE="2", LOCAL_WORLD_SIZE="1", LOCAL_RANK="0",
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        # The job's secrets (docs/security.md) live with the demo's cluster
+        # directory, removed with it, not in $HOME.
+        env.setdefault("HOLDFAST_SECRET_DIR", os.path.join(args.dir, "secrets"))
         self.procs = []
         for rank in range(2):
             cmd = [sys.executable, os.path.join(HERE, "demo_train.py"), "--job", JOB,

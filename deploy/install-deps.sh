@@ -11,6 +11,8 @@ packages=(
   libisal-dev
   libucx-dev ucx-utils
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  # job secrets (SHA-256, HMAC, randomness): libcrypto
+  libssl-dev
   librocksdb-dev
   libspdlog-dev libfmt-dev
   # configuration, command line, JSON output, systemd notify

@@ -6,17 +6,23 @@
 // the next start.
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
+#include <grp.h>
+#include <grpcpp/resource_quota.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
+#include <vector>
 
 #include "catalog/rocksdb_catalog.h"
 #include "cluster/cluster_config.h"
@@ -47,6 +53,8 @@ int Fail(const Status& status) {
 // Largest request the daemon parses: bounds the memory a hostile or broken
 // client can make it allocate. A million items with long names fit.
 constexpr int kMaxMessageBytes = 256 << 20;
+// Request metadata (headers) per call: job id and secret fit many times.
+constexpr int kMaxMetadataBytes = 8 << 10;
 
 // This node's incarnation: a random id kept in the data directory. A node
 // whose data directory (and memory) was lost comes back with a new one,
@@ -68,6 +76,28 @@ holdfast::Result<uint64_t> LoadIncarnation(const std::string& data_dir) {
   std::filesystem::rename(path + ".tmp", path, ec);
   if (!out || ec) return Status::Unavailable("cannot write " + path);
   return id;
+}
+
+// The group id of `name`; NOT_FOUND naming it when there is no such group.
+holdfast::Result<gid_t> LookUpGroup(const std::string& name) {
+  std::vector<char> buf(16384);
+  struct group grp;
+  struct group* found = nullptr;
+  const int err = getgrnam_r(name.c_str(), &grp, buf.data(), buf.size(), &found);
+  if (err != 0 || found == nullptr) {
+    return Status::NotFound("socket_group: no group named \"" + name + "\"" +
+                            (err != 0 ? std::string(": ") + strerror(err) : std::string()));
+  }
+  return found->gr_gid;
+}
+
+// Limits on what gRPC may hold for the trainers' socket (docs/security.md).
+void ApplyGrpcLimits(const smp::DaemonConfig& config, grpc::ServerBuilder& builder) {
+  grpc::ResourceQuota quota("holdfastd");
+  quota.Resize(config.grpc_memory_bytes);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, config.grpc_max_streams);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kMaxMetadataBytes);
 }
 
 }  // namespace
@@ -129,6 +159,18 @@ int main(int argc, char** argv) {
   auto verify = smp::ParseVerifyMode(config.verify);  // Validate() checked the name
   if (!verify.ok()) return Fail(verify.status().WithContext("snapshots.verify"));
   options.verify = *verify;
+  auto quota = smp::JobQuotaBytes(config);  // Validate() checked it
+  if (!quota.ok()) return Fail(quota.status().WithContext("jobs.quota"));
+  options.job_quota_bytes = *quota;
+  options.max_writes_per_job = config.max_writes_per_job;
+  options.max_sessions_per_job = config.max_sessions_per_job;
+  options.max_jobs = config.max_jobs;
+  std::optional<gid_t> socket_gid;
+  if (!config.socket_group.empty()) {
+    auto gid = LookUpGroup(config.socket_group);
+    if (!gid.ok()) return Fail(gid.status());
+    socket_gid = *gid;
+  }
   auto manager =
       std::make_unique<smp::SnapshotManager>(options, catalog->get(), &*segments, &workers, &loop);
   std::unique_ptr<smp::ClusterNode> cluster;
@@ -238,11 +280,23 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   builder.RegisterService(&admin);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  ApplyGrpcLimits(config, builder);
+  // The socket is created by bind() with the umask's mode: never wider than
+  // 0660, even before the chmod below.
+  const mode_t old_umask = umask(0117);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  umask(old_umask);
   if (!server) {
     return Fail(Status::Unavailable("cannot listen on unix:" + config.socket_path));
   }
-  chmod(config.socket_path.c_str(), 0660);
+  // Who may connect: the socket's group (until the chown, the daemon's own).
+  if (socket_gid && chown(config.socket_path.c_str(), static_cast<uid_t>(-1), *socket_gid) != 0) {
+    return Fail(Status(holdfast::StatusCode::kPermissionDenied, "cannot give " + config.socket_path + " to group " +
+                                         config.socket_group + ": " + strerror(errno)));
+  }
+  if (chmod(config.socket_path.c_str(), 0660) != 0) {
+    return Fail(Status::Unavailable("cannot chmod " + config.socket_path + ": " + strerror(errno)));
+  }
   loop.Post([&] { manager->StartTimers(); });
   if (cluster) cluster->Start();
   scrubber->Start();

@@ -19,6 +19,8 @@
 
 #include "copy_engine.h"
 #include "device_copy.h"
+#include "holdfast/client/job_secret.h"
+#include "holdfast/proto/job_credentials.h"
 #include "holdfast/proto/status_map.h"
 #include "holdfast/v1/snapshot.grpc.pb.h"
 
@@ -193,6 +195,8 @@ struct Client::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Snapshot::Stub> stub;
   std::unique_ptr<internal::CopyEngine> copier;
+  // The job's secret, carried by every call (job_secret.h); set by Connect.
+  std::string secret;
 
   // The session stream: while it is open the daemon knows this process is
   // alive, and aborts its writes and leases at once when it breaks. A thread
@@ -235,6 +239,15 @@ struct Client::Impl {
 
   void Deadline(grpc::ClientContext* ctx) const {
     ctx->set_deadline(std::chrono::system_clock::now() + options.rpc_timeout);
+    AddCredentials(ctx);
+  }
+
+  void AddCredentials(grpc::ClientContext* ctx) const {
+    // A job id gRPC cannot carry is left out; the daemon refuses it anyway.
+    if (proto::MetadataSafe(options.job_id)) {
+      ctx->AddMetadata(proto::kJobIdMetadata, options.job_id);
+    }
+    if (!secret.empty()) ctx->AddMetadata(proto::kJobSecretMetadata, secret);
   }
 
   template <typename Req, typename Resp, typename Method>
@@ -289,6 +302,7 @@ struct Client::Impl {
     req.set_job_id(options.job_id);
     req.set_rank(options.rank);
     req.set_pid(getpid());
+    AddCredentials(&s->ctx);
     s->reader = stub->OpenSession(&s->ctx, req);
     v1::SessionEvent first;
     if (!s->reader->Read(&first)) {
@@ -565,9 +579,16 @@ Result<std::unique_ptr<Client>> Client::Connect(const Options& options) {
   req.set_job_id(options.job_id);
   req.set_world_size(options.world_size);
   for (int r : impl->options.local_ranks) req.add_local_ranks(r);
-  v1::RegisterJobResponse resp;
-  HOLDFAST_RETURN_IF_ERROR(impl->Call(&v1::Snapshot::Stub::RegisterJob, req, &resp)
-                               .WithContext("register job at " + options.endpoint));
+  Impl* reg = impl.get();
+  auto secret = RegisterWithJobSecret(
+      options.endpoint, options.job_id, [&](const std::string& presented) -> Result<std::string> {
+        reg->secret = presented;
+        v1::RegisterJobResponse resp;
+        HOLDFAST_RETURN_IF_ERROR(reg->Call(&v1::Snapshot::Stub::RegisterJob, req, &resp));
+        return resp.job_secret();
+      });
+  HOLDFAST_RETURN_IF_ERROR(secret.status().WithContext("register job at " + options.endpoint));
+  impl->secret = *secret;
   if (options.open_session) HOLDFAST_RETURN_IF_ERROR(impl->OpenSession());
   Impl* raw = impl.get();
   impl->pipeline = std::thread([raw] { raw->PipelineLoop(); });

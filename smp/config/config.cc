@@ -14,6 +14,7 @@
 #include <climits>
 #include <iostream>
 #include <set>
+#include <string>
 #include <string_view>
 #include <system_error>
 #include <utility>
@@ -240,12 +241,17 @@ Status CheckVerifyMode(const DaemonConfig& config) {
   return CheckOneOf(config.verify, kVerifyModes);
 }
 
+Status CheckJobQuota(const DaemonConfig& config) { return JobQuotaBytes(config).status(); }
+
 using C = DaemonConfig;
-const std::array<Field, 19> kFields = {{
+const std::array<Field, 29> kFields = {{
     {"node_id", "--node-id", "this node's name among its peers", "NAME", &SetString<&C::node_id>,
      &CheckNodeId, &ShowString<&C::node_id>},
     {"socket", "--socket", "Unix socket trainers connect to", "PATH", &SetString<&C::socket_path>,
      &CheckSocketPath, &ShowString<&C::socket_path>},
+    {"socket_group", "--socket-group",
+     "group of the socket (mode 0660); empty: the daemon's group", "GROUP",
+     &SetString<&C::socket_group>, &CheckAnything, &ShowString<&C::socket_group>},
     {"data_dir", "--data-dir", "directory of the catalog", "DIR", &SetString<&C::data_dir>,
      &CheckNotEmpty<&C::data_dir>, &ShowString<&C::data_dir>},
     {"shm.dir", "--shm-dir", "tmpfs directory for shared-memory segments", "DIR",
@@ -273,6 +279,24 @@ const std::array<Field, 19> kFields = {{
     {"snapshots.verify_threads", "--verify-threads", "threads that compute checksums, 1-64", "N",
      &SetInt<&C::verify_threads>, &CheckIntRange<&C::verify_threads, 1, 64>,
      &ShowInt<&C::verify_threads>},
+    {"jobs.quota", "--job-quota",
+     "memory one job may hold (versions and writes): a size, a fraction of the budget, or 0 "
+     "(none)",
+     "SIZE|FRACTION", &SetString<&C::job_quota>, &CheckJobQuota, &ShowString<&C::job_quota>},
+    {"jobs.max_writes", "--max-writes-per-job", "snapshots one job may have open for writing",
+     "N", &SetInt<&C::max_writes_per_job>, &CheckIntRange<&C::max_writes_per_job, 1, INT_MAX>,
+     &ShowInt<&C::max_writes_per_job>},
+    {"jobs.max_sessions", "--max-sessions-per-job", "client sessions one job may hold open", "N",
+     &SetInt<&C::max_sessions_per_job>, &CheckIntRange<&C::max_sessions_per_job, 1, INT_MAX>,
+     &ShowInt<&C::max_sessions_per_job>},
+    {"jobs.max", "--max-jobs", "jobs registered at once", "N", &SetInt<&C::max_jobs>,
+     &CheckIntRange<&C::max_jobs, 1, INT_MAX>, &ShowInt<&C::max_jobs>},
+    {"grpc.max_streams", "--grpc-max-streams", "concurrent calls per client connection", "N",
+     &SetInt<&C::grpc_max_streams>, &CheckIntRange<&C::grpc_max_streams, 4, INT_MAX>,
+     &ShowInt<&C::grpc_max_streams>},
+    {"grpc.memory", "--grpc-memory", "memory gRPC may use for connections and messages", "SIZE",
+     &SetSize<&C::grpc_memory_bytes>, &CheckPositive<&C::grpc_memory_bytes>,
+     &ShowSize<&C::grpc_memory_bytes>},
     {"cluster.file", "--cluster", "cluster file (docs/cluster.md); empty: run alone", "PATH",
      &SetString<&C::cluster_file>, &CheckAnything, &ShowString<&C::cluster_file>},
     {"cluster.tls.ca", "--tls-ca", "CA certificate (PEM) peers' certificates must chain to", "PATH",
@@ -561,6 +585,28 @@ Result<DaemonConfig> LoadConfigFile(const std::string& path) {
   DaemonConfig config;
   HOLDFAST_RETURN_IF_ERROR(YamlReader(path).ReadDocument(text, &config));
   return config;
+}
+
+Result<uint64_t> JobQuotaBytes(const DaemonConfig& config) {
+  const std::string& text = config.job_quota;
+  // A plain number with a point and no unit is a fraction of the budget.
+  const bool fraction = text.find('.') != std::string::npos &&
+                        text.find_first_not_of("0123456789. \t") == std::string::npos;
+  if (!fraction) {
+    return ParseByteSize(text);  // "0" = none
+  }
+  double f = 0;
+  try {
+    size_t used = 0;
+    f = std::stod(text, &used);
+  } catch (const std::exception&) {
+    f = -1;
+  }
+  if (!(f > 0 && f <= 1)) {
+    return Status::InvalidArgument("quota " + Quoted(text) +
+                                   ": a fraction of the budget must be in (0, 1]");
+  }
+  return static_cast<uint64_t>(f * static_cast<double>(config.memory_budget_bytes));
 }
 
 Status Validate(const DaemonConfig& config) {

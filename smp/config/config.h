@@ -14,6 +14,9 @@ namespace holdfast::smp {
 struct DaemonConfig {
   std::string node_id = "node0";                      // config key: node_id
   std::string socket_path = "/run/holdfast/holdfastd.sock";  // socket
+  // The socket's group (mode 0660): who may talk to the daemon. Empty: the
+  // daemon's own group. An unknown group is an error at startup.
+  std::string socket_group;                            // socket_group
   std::string data_dir = "/var/lib/holdfast";          // data_dir: catalog lives here
   std::string shm_dir = "/dev/shm/holdfast";           // shm.dir (deploy/holdfast.tmpfiles)
   std::string shm_prefix = "holdfast";                 // shm.prefix
@@ -24,6 +27,14 @@ struct DaemonConfig {
   int lease_timeout_seconds = 600;                     // snapshots.lease_timeout_s
   std::string verify = "background";                   // snapshots.verify: commit|background|off
   int verify_threads = 2;                              // snapshots.verify_threads
+  // Per-job limits (docs/security.md, "Limits"). The quota is bytes ("4GiB")
+  // or a fraction of memory.budget ("0.5"); "0" = none (the budget only).
+  std::string job_quota = "0";                         // jobs.quota
+  int max_writes_per_job = 64;                         // jobs.max_writes in flight
+  int max_sessions_per_job = 256;                      // jobs.max_sessions
+  int max_jobs = 4096;                                 // jobs.max registered jobs
+  int grpc_max_streams = 256;                          // grpc.max_streams per connection
+  uint64_t grpc_memory_bytes = uint64_t{1} << 30;      // grpc.memory (grpc::ResourceQuota)
   std::string cluster_file;                            // cluster.file: "" = run alone
   // cluster.tls.{ca,cert,key}: PEM files for mutual TLS between peers
   // (docs/security.md); all three or none (none: insecure peers).
@@ -61,6 +72,10 @@ Result<DaemonConfig> LoadConfigFile(const std::string& path);
 // refused when `purge` is null.
 Result<DaemonConfig> ParseCommandLine(int argc, char** argv, bool* exit_now,
                                       bool* purge = nullptr);
+
+// jobs.quota in bytes (0 = none): a size, or a fraction (0, 1] of the
+// budget. INVALID_ARGUMENT naming the value otherwise.
+Result<uint64_t> JobQuotaBytes(const DaemonConfig& config);
 
 // Checks cross-field rules (paths non-empty, budget > 0, prefix charset...).
 Status Validate(const DaemonConfig& config);

@@ -87,6 +87,12 @@ Result<ItemPlacement> PlaceItems(const google::protobuf::RepeatedPtrField<v1::It
         return Status::InvalidArgument("item '" + name + "': unknown dtype " +
                                        std::to_string(static_cast<int>(item.dtype())));
       }
+      if (item.shape_size() > kMaxShapeDims) {
+        return Status::InvalidArgument("item '" + name + "': " +
+                                       std::to_string(item.shape_size()) +
+                                       " dimensions, the limit is " +
+                                       std::to_string(kMaxShapeDims));
+      }
       uint64_t expect = elem;
       for (int64_t dim : item.shape()) {
         if (dim < 0) {

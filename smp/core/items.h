@@ -15,6 +15,9 @@ namespace holdfast::smp {
 // vector loads like 256-byte alignment; the waste is tiny).
 inline constexpr uint64_t kItemAlignment = 256;
 inline constexpr size_t kMaxItemNameBytes = 1024;
+// Dimensions of one item (PyTorch allows 64) and ranks of a job on one node.
+inline constexpr int kMaxShapeDims = 64;
+inline constexpr int kMaxLocalRanks = 1024;
 
 // Bytes per element, or 0 for DTYPE_BYTES / unknown.
 uint64_t DTypeSize(v1::DType dtype);
@@ -28,7 +31,7 @@ struct ItemPlacement {
 };
 
 // Checks every item (non-empty unique names without NUL, at most
-// kMaxItemNameBytes; a known dtype; non-negative dims; nbytes equal to the
+// kMaxItemNameBytes; a known dtype; at most kMaxShapeDims non-negative dims; nbytes equal to the
 // product of the shape and the dtype size, without overflow; DTYPE_BYTES has
 // an empty shape) and places them back to back at kItemAlignment.
 // INVALID_ARGUMENT names the offending item; more than `max_items` items or a

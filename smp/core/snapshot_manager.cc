@@ -16,6 +16,7 @@ using manager_internal::kMaxSparesPerRank;
 using manager_internal::kPage;
 using manager_internal::kSegmentIdBlock;
 using manager_internal::MiB;
+using manager_internal::MiBText;
 using manager_internal::RanksToString;
 using manager_internal::UnixMicros;
 using manager_internal::VerifyItems;
@@ -52,11 +53,16 @@ Status SnapshotManager::CheckRank(const Job& job, int rank) const {
 }
 
 Status SnapshotManager::RegisterJob(const v1::RegisterJobRequest& req,
-                                    v1::RegisterJobResponse* resp) {
+                                    v1::RegisterJobResponse* resp,
+                                    const std::string& secret_hash) {
   HOLDFAST_RETURN_IF_ERROR(ValidateJobId(req.job_id()));
   if (req.world_size() < 1) {
     return Status::InvalidArgument("world size must be >= 1, got " +
                                    std::to_string(req.world_size()));
+  }
+  if (req.local_ranks_size() > kMaxLocalRanks) {
+    return Status::InvalidArgument(std::to_string(req.local_ranks_size()) +
+                                   " local ranks, the limit is " + std::to_string(kMaxLocalRanks));
   }
   std::set<int> ranks;
   for (int r : req.local_ranks()) {
@@ -79,12 +85,26 @@ Status SnapshotManager::RegisterJob(const v1::RegisterJobRequest& req,
                                         " and local ranks " + RanksToString(job->local_ranks) +
                                         "; drop it to register it differently");
     }
+    if (job->record.secret_hash().empty() && !secret_hash.empty()) {
+      v1::JobRecord record = job->record;
+      record.set_secret_hash(secret_hash);
+      CatalogBatch batch;
+      batch.put_jobs.push_back(record);
+      HOLDFAST_RETURN_IF_ERROR(catalog_->Apply(batch).WithContext("catalog"));
+      job->record = std::move(record);
+      spdlog::info("job {}: secret recorded", req.job_id());
+    }
     return Status::Ok();
+  }
+  if (static_cast<int64_t>(jobs_.size()) >= options_.max_jobs) {
+    return Status::ResourceExhausted("the daemon holds " + std::to_string(jobs_.size()) +
+                                     " jobs, its limit (jobs.max); drop finished jobs first");
   }
   auto job = std::make_unique<Job>();
   job->record.set_job_id(req.job_id());
   job->record.set_world_size(req.world_size());
   for (int r : ranks) job->record.add_local_ranks(r);
+  job->record.set_secret_hash(secret_hash);
   job->local_ranks = ranks;
   CatalogBatch batch;
   batch.put_jobs.push_back(job->record);
@@ -95,8 +115,40 @@ Status SnapshotManager::RegisterJob(const v1::RegisterJobRequest& req,
   return Status::Ok();
 }
 
+const std::string* SnapshotManager::JobSecretHash(const std::string& job_id) const {
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : &it->second->record.secret_hash();
+}
+
+std::string SnapshotManager::LeaseJob(uint64_t lease_id) const {
+  auto it = leases_.find(lease_id);
+  return it == leases_.end() ? std::string() : it->second.job_id;
+}
+
+Status SnapshotManager::CheckSessionLimit(const std::string& job_id) const {
+  int64_t open = 0;
+  for (const auto& [id, info] : sessions_) open += info.job_id == job_id;
+  if (open >= options_.max_sessions_per_job) {
+    return Status::ResourceExhausted("job " + job_id + " holds " + std::to_string(open) +
+                                     " sessions, its limit (jobs.max_sessions)");
+  }
+  return Status::Ok();
+}
+
+uint64_t SnapshotManager::JobBytes(const Job& job) const {
+  uint64_t bytes = 0;
+  for (const auto& [step, v] : job.versions) {
+    for (const auto& [rank, part] : v.parts) bytes += part.segment.bytes();
+  }
+  for (const auto& [id, w] : writes_) {
+    if (w->job_id == job.record.job_id()) bytes += w->segment.bytes();
+  }
+  return bytes;
+}
+
 uint64_t SnapshotManager::OpenSession(const v1::OpenSessionRequest& req) {
   const uint64_t id = next_id_++;
+  sessions_[id].job_id = req.job_id();
   sessions_[id].description = "job " + req.job_id() + " rank " + std::to_string(req.rank()) +
                               " pid " + std::to_string(req.pid());
   spdlog::debug("session {} opened: {}", id, sessions_[id].description);
@@ -346,6 +398,22 @@ Status SnapshotManager::Begin(const v1::BeginSnapshotRequest& req,
   HOLDFAST_ASSIGN_OR_RETURN(ItemPlacement placement, PlaceItems(req.items(), options_.max_items,
                                                                 options_.memory_budget_bytes));
   const uint64_t bytes = std::max<uint64_t>(kPage, (placement.end + kPage - 1) & ~(kPage - 1));
+  int64_t job_writes = 0;
+  for (const auto& [id, w] : writes_) job_writes += w->job_id == req.job_id();
+  if (job_writes >= options_.max_writes_per_job) {
+    return Status::ResourceExhausted("job " + req.job_id() + " has " + std::to_string(job_writes) +
+                                     " snapshots open for writing, its limit (jobs.max_writes)");
+  }
+  if (options_.job_quota_bytes != 0) {
+    const uint64_t in_use = JobBytes(*job);
+    if (in_use + bytes > options_.job_quota_bytes) {
+      return Status::ResourceExhausted(
+          "snapshot of step " + std::to_string(req.step()) + " needs " + MiBText(bytes) +
+          " but job " + req.job_id() + " uses " + MiBText(in_use) + " of its quota " +
+          MiBText(options_.job_quota_bytes) +
+          " (jobs.quota); commit or abort open snapshots, or drop versions");
+    }
+  }
   HOLDFAST_ASSIGN_OR_RETURN(Segment seg, AcquireSegment(*job, req.rank(), bytes));
 
   auto w = std::make_unique<Write>();
@@ -413,7 +481,12 @@ void SnapshotManager::Commit(const v1::CommitSnapshotRequest& req, CommitDone do
                                  " (aborted, expired or superseded)"));
   }
   Write& w = *it->second;
-  if (w.job_id != req.job_id() || w.rank != req.rank() || w.step != req.step()) {
+  if (w.job_id != req.job_id()) {
+    // Another job's write: say nothing about it.
+    return fail(Status::NotFound("no snapshot in progress with write id " +
+                                 std::to_string(req.write_id()) + " for job " + req.job_id()));
+  }
+  if (w.rank != req.rank() || w.step != req.step()) {
     return fail(Status::InvalidArgument(
         "write id " + std::to_string(req.write_id()) + " belongs to job " + w.job_id + " rank " +
         std::to_string(w.rank) + " step " + std::to_string(w.step)));

@@ -100,6 +100,13 @@ struct ManagerOptions {
   std::chrono::seconds write_timeout{600};
   std::chrono::seconds lease_timeout{600};
   VerifyMode verify = VerifyMode::kBackground;
+  // Per-job limits (docs/security.md, "Limits"). The quota counts a job's
+  // versions (retired ones still held included) and its writes in flight;
+  // 0 = none.
+  uint64_t job_quota_bytes = 0;
+  int max_writes_per_job = 64;
+  int max_sessions_per_job = 256;
+  int max_jobs = 4096;
 };
 
 // What Recover() found.
@@ -164,7 +171,17 @@ class SnapshotManager {
   // Starts the periodic expiry of abandoned writes and leases.
   void StartTimers();
 
-  Status RegisterJob(const v1::RegisterJobRequest& req, v1::RegisterJobResponse* resp);
+  // `secret_hash` (SHA-256 of the job's secret, from the server layer) is
+  // recorded with a new job, or with a registered one that has none yet.
+  Status RegisterJob(const v1::RegisterJobRequest& req, v1::RegisterJobResponse* resp,
+                     const std::string& secret_hash = {});
+  // The job's recorded secret hash (empty: none yet); nullptr when the job
+  // is not registered. Valid until the next call that changes jobs.
+  const std::string* JobSecretHash(const std::string& job_id) const;
+  // The job a restore lease belongs to; empty when no such lease.
+  std::string LeaseJob(uint64_t lease_id) const;
+  // RESOURCE_EXHAUSTED when `job_id` holds max_sessions_per_job sessions.
+  Status CheckSessionLimit(const std::string& job_id) const;
   // Returns the session id. CloseSession aborts the session's writes and
   // releases its leases.
   uint64_t OpenSession(const v1::OpenSessionRequest& req);
@@ -271,6 +288,9 @@ class SnapshotManager {
   // Makes room for `bytes` more by freeing pooled segments; false if even
   // that is not enough.
   bool MakeRoomFromPool(uint64_t bytes);
+  // Bytes counted against the job's quota: its versions' segments and its
+  // writes in flight.
+  uint64_t JobBytes(const Job& job) const;
   // AdoptVersion; on success the segments are moved out of `parts`.
   Status AdoptVersionImpl(const v1::JobRecord& job, int64_t step,
                           std::vector<std::pair<v1::RankManifestRecord, Segment>>& parts);
@@ -328,6 +348,7 @@ class SnapshotManager {
   std::map<uint64_t, Lease> leases_;
   struct SessionInfo {
     std::string description;  // for logs
+    std::string job_id;
     // The lease id of the session's first restore before its first write
     // (0: none). Ids come from one counter, so a part of an incomplete
     // version begun before it (a smaller write id) was written by an earlier

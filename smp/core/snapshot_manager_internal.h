@@ -9,6 +9,8 @@
 #ifndef HOLDFAST_SMP_CORE_SNAPSHOT_MANAGER_INTERNAL_H_
 #define HOLDFAST_SMP_CORE_SNAPSHOT_MANAGER_INTERNAL_H_
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -38,6 +40,10 @@ inline int64_t UnixMicros() {
 }
 
 inline double MiB(uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+// "1048576 bytes (1.0 MiB)", for messages that quote limits.
+inline std::string MiBText(uint64_t bytes) {
+  return fmt::format("{} bytes ({:.1f} MiB)", bytes, MiB(bytes));
+}
 
 inline std::string RanksToString(const std::set<int>& ranks) {
   std::string out = "[";

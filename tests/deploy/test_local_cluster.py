@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import unittest
+import unittest.mock
 
 SOURCE = os.environ.get("HOLDFAST_SOURCE_DIR",
                         os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -35,6 +36,11 @@ class LocalClusterTest(unittest.TestCase):
             self.skipTest("HOLDFAST_BUILD_DIR is not set")
         self.tmp = tempfile.mkdtemp(prefix="hf-lc-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
+        # Job secrets of the trainers this test runs stay in its directory.
+        env = unittest.mock.patch.dict(os.environ,
+                                       {"HOLDFAST_SECRET_DIR": os.path.join(self.tmp, "secrets")})
+        env.start()
+        self.addCleanup(env.stop)
         self.dir = os.path.join(self.tmp, "cluster")
         self.shm_before = set(glob.glob("/dev/shm/holdfast-local-*"))
 

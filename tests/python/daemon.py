@@ -14,6 +14,7 @@ leaves none behind.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import json
 import os
@@ -30,6 +31,13 @@ HOLDFASTD = os.environ.get("HOLDFAST_HOLDFASTD", "")
 SNAPSHOT_TOOL = os.environ.get("HOLDFAST_SNAPSHOT_TOOL", "")
 STATUS_JSON = os.environ.get("HOLDFAST_STATUS_JSON", "")
 CLI = os.environ.get("HOLDFAST_CLI", "")
+
+# Job secrets the client library stores (docs/security.md) go to a private
+# directory of this test process, removed at exit, not to $HOME.
+if "HOLDFAST_SECRET_DIR" not in os.environ:
+    _SECRET_DIR = tempfile.mkdtemp(prefix="hf-secrets-")
+    os.environ["HOLDFAST_SECRET_DIR"] = _SECRET_DIR
+    atexit.register(shutil.rmtree, _SECRET_DIR, True)
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)

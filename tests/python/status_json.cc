@@ -1,6 +1,7 @@
-// holdfast_status_json SOCKET: prints holdfastd's GetStatus answer as one
-// line of JSON (proto field names, defaults included), for the Python tests,
-// which have no gRPC module. Exit codes: 0 ok, 1 no answer within 2 s (the
+// holdfast_status_json SOCKET: prints holdfastd's GetStatus answer (of the
+// Admin service: every job, as operators see it) as one line of JSON (proto
+// field names, defaults included), for the Python tests, which have no gRPC
+// module. Exit codes: 0 ok, 1 no answer within 2 s (the
 // message on stderr), 2 usage.
 #include <grpcpp/grpcpp.h>
 
@@ -10,7 +11,7 @@
 #include <cstdio>
 #include <string>
 
-#include "holdfast/v1/snapshot.grpc.pb.h"
+#include "holdfast/v1/admin.grpc.pb.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -19,7 +20,7 @@ int main(int argc, char** argv) {
   }
   auto channel = grpc::CreateChannel(std::string("unix:") + argv[1],
                                      grpc::InsecureChannelCredentials());
-  auto stub = holdfast::v1::Snapshot::NewStub(channel);
+  auto stub = holdfast::v1::Admin::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
   holdfast::v1::GetStatusResponse resp;

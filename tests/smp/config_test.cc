@@ -21,12 +21,19 @@ namespace fs = std::filesystem;
 // A new DaemonConfig field must be added to ExpectSameConfig, the example
 // file, the key list in ExampleFileHoldsEveryKeyWithItsDefault and
 // EveryFieldHasAFlag; this trips when the struct changes, so none is forgotten.
-static_assert(sizeof(DaemonConfig) == 480,
+static_assert(sizeof(DaemonConfig) == 568,
               "DaemonConfig changed: update this test and the example");
 
 void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) {
   EXPECT_EQ(actual.node_id, expected.node_id);
   EXPECT_EQ(actual.socket_path, expected.socket_path);
+  EXPECT_EQ(actual.socket_group, expected.socket_group);
+  EXPECT_EQ(actual.job_quota, expected.job_quota);
+  EXPECT_EQ(actual.max_writes_per_job, expected.max_writes_per_job);
+  EXPECT_EQ(actual.max_sessions_per_job, expected.max_sessions_per_job);
+  EXPECT_EQ(actual.max_jobs, expected.max_jobs);
+  EXPECT_EQ(actual.grpc_max_streams, expected.grpc_max_streams);
+  EXPECT_EQ(actual.grpc_memory_bytes, expected.grpc_memory_bytes);
   EXPECT_EQ(actual.data_dir, expected.data_dir);
   EXPECT_EQ(actual.shm_dir, expected.shm_dir);
   EXPECT_EQ(actual.shm_prefix, expected.shm_prefix);
@@ -330,6 +337,7 @@ TEST_F(ConfigFileTest, ExampleFileHoldsEveryKeyWithItsDefault) {
   const std::set<std::string> all_keys = {
       "node_id",
       "socket",
+      "socket_group",
       "data_dir",
       "shm.dir",
       "shm.prefix",
@@ -340,6 +348,12 @@ TEST_F(ConfigFileTest, ExampleFileHoldsEveryKeyWithItsDefault) {
       "snapshots.lease_timeout_s",
       "snapshots.verify",
       "snapshots.verify_threads",
+      "jobs.quota",
+      "jobs.max_writes",
+      "jobs.max_sessions",
+      "jobs.max",
+      "grpc.max_streams",
+      "grpc.memory",
       "cluster.file",
       "cluster.tls.ca",
       "cluster.tls.cert",
@@ -358,6 +372,23 @@ TEST_F(ConfigFileTest, ExampleFileHoldsEveryKeyWithItsDefault) {
 
 // ---- Validate ----------------------------------------------------------------
 
+TEST(ConfigValidateTest, JobQuotaIsASizeOrAFractionOfTheBudget) {
+  DaemonConfig c;
+  c.memory_budget_bytes = uint64_t{8} << 30;
+  c.job_quota = "0";
+  EXPECT_EQ(JobQuotaBytes(c).value(), 0u);
+  c.job_quota = "2GiB";
+  EXPECT_EQ(JobQuotaBytes(c).value(), uint64_t{2} << 30);
+  c.job_quota = "0.25";
+  EXPECT_EQ(JobQuotaBytes(c).value(), uint64_t{2} << 30);
+  c.job_quota = "1.0";
+  EXPECT_EQ(JobQuotaBytes(c).value(), uint64_t{8} << 30);
+  for (const char* bad : {"0.0", "1.5", "-1", "half"}) {
+    c.job_quota = bad;
+    EXPECT_FALSE(JobQuotaBytes(c).ok()) << bad;
+  }
+}
+
 TEST(ConfigValidateTest, DefaultsAreValid) { EXPECT_TRUE(Validate(DaemonConfig{}).ok()); }
 
 TEST(ConfigValidateTest, EachRule) {
@@ -366,6 +397,10 @@ TEST(ConfigValidateTest, EachRule) {
     void (*breakit)(DaemonConfig*);
   } cases[] = {
       {"node_id", [](DaemonConfig* c) { c->node_id = ""; }},
+      {"jobs.quota", [](DaemonConfig* c) { c->job_quota = "1.5"; }},
+      {"jobs.quota", [](DaemonConfig* c) { c->job_quota = "lots"; }},
+      {"jobs.max_writes", [](DaemonConfig* c) { c->max_writes_per_job = 0; }},
+      {"grpc.max_streams", [](DaemonConfig* c) { c->grpc_max_streams = 1; }},
       {"node_id", [](DaemonConfig* c) { c->node_id = "a\tb"; }},
       {"socket", [](DaemonConfig* c) { c->socket_path = ""; }},
       {"socket", [](DaemonConfig* c) { c->socket_path = "/" + std::string(107, 's'); }},
@@ -505,9 +540,30 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
       "16MiB",
       "--scrub-interval-s",
       "60",
+      "--socket-group",
+      "trainers",
+      "--job-quota",
+      "0.5",
+      "--max-writes-per-job",
+      "8",
+      "--max-sessions-per-job",
+      "9",
+      "--max-jobs",
+      "10",
+      "--grpc-max-streams",
+      "11",
+      "--grpc-memory",
+      "64MiB",
   });
   ASSERT_TRUE(config.ok()) << config.status().ToString();
   DaemonConfig expected;
+  expected.socket_group = "trainers";
+  expected.job_quota = "0.5";
+  expected.max_writes_per_job = 8;
+  expected.max_sessions_per_job = 9;
+  expected.max_jobs = 10;
+  expected.grpc_max_streams = 11;
+  expected.grpc_memory_bytes = uint64_t{64} << 20;
   expected.node_id = "n9";
   expected.socket_path = "/tmp/s.sock";
   expected.data_dir = "/d";

@@ -455,11 +455,18 @@ TEST_F(DaemonBadInputTest, UnknownWriteIdIsNotFound) {
   ASSERT_TRUE(IsOk(raw_->Begin(BeginRequest(4, {U8Item("a", 10)}), &r2)));
   EXPECT_TRUE(HasStatus(raw_->Commit(CommitRequest(first, r1, {0}), &committed),
                         grpc::StatusCode::NOT_FOUND, "(aborted, expired or superseded)"));
-  // Another rank's (or job's) write id is not ours to commit.
+  // Another rank's write id is not ours to commit...
   auto foreign = CommitRequest(BeginRequest(4, {U8Item("a", 10)}), r2, {0});
-  foreign.set_job_id("other");
+  foreign.set_rank(1);
   EXPECT_TRUE(HasStatus(raw_->Commit(foreign, &committed), grpc::StatusCode::INVALID_ARGUMENT,
                         "belongs to job job rank 0 step 4"));
+  // ...nor another job's, and the answer does not name that job
+  // (docs/security.md).
+  foreign.set_rank(0);
+  foreign.set_job_id("other");
+  EXPECT_TRUE(HasStatus(raw_->Commit(foreign, &committed), grpc::StatusCode::NOT_FOUND,
+                        "no snapshot in progress with write id " +
+                            std::to_string(r2.write_id()) + " for job other"));
   ExpectIntact();
 }
 
@@ -689,7 +696,7 @@ TEST(DaemonDisconnectTest, ReaderThatDiesReleasesItsLease) {
   drop.set_job_id("job");
   drop.set_all(true);
   v1::DropVersionsResponse dropped;
-  EXPECT_TRUE(HasStatus(raw.stub().DropVersions(raw.Context().get(), drop, &dropped),
+  EXPECT_TRUE(HasStatus(raw.stub().DropVersions(raw.ContextFor("job").get(), drop, &dropped),
                         grpc::StatusCode::FAILED_PRECONDITION, "is being restored (1 leases)"));
   // ...until its reader is gone.
   session->Cancel();
@@ -697,7 +704,7 @@ TEST(DaemonDisconnectTest, ReaderThatDiesReleasesItsLease) {
   grpc::Status s;
   do {
     dropped.Clear();
-    s = raw.stub().DropVersions(raw.Context().get(), drop, &dropped);
+    s = raw.stub().DropVersions(raw.ContextFor("job").get(), drop, &dropped);
   } while (!s.ok() && std::chrono::steady_clock::now() < deadline);
   ASSERT_TRUE(IsOk(s)) << "the dead reader's lease was not released";
   ASSERT_EQ(dropped.dropped_steps_size(), 1);

@@ -119,7 +119,7 @@ TEST_F(DaemonBudgetTest, NewestVersionOfEveryJobIsNeverEvicted) {
   drop.set_job_id("b");
   drop.set_all(true);
   v1::DropVersionsResponse dropped;
-  ASSERT_TRUE(IsOk(raw_->stub().DropVersions(raw_->Context().get(), drop, &dropped)));
+  ASSERT_TRUE(IsOk(raw_->stub().DropVersions(raw_->ContextFor("b").get(), drop, &dropped)));
   ASSERT_EQ(dropped.dropped_steps_size(), 1);
   const ToolRun a3 = RunTool(Tool("a"), {"save", "--steps", "3:3"});
   ASSERT_TRUE(a3.ok()) << a3.Describe();

@@ -20,6 +20,8 @@
 #include <thread>
 #include <utility>
 
+#include "holdfast/client/job_secret.h"
+#include "holdfast/proto/job_credentials.h"
 #include "holdfast/testing/seed.h"
 
 extern char** environ;
@@ -436,8 +438,31 @@ std::vector<std::string> Daemon::ShmFiles() const {
 
 // ---- raw gRPC ------------------------------------------------------------------------
 
+namespace {
+
+// Job secrets of this test process (and of the tools it starts) go to a
+// private directory, removed at exit, so that tests leave nothing behind in
+// $HOME and runs do not see each other's secrets.
+struct SecretDir {
+  std::string path;
+  SecretDir() {
+    if (std::getenv("HOLDFAST_SECRET_DIR") != nullptr) return;
+    std::string tmpl = (std::filesystem::temp_directory_path() / "hf-secrets-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) return;
+    path = tmpl;
+    setenv("HOLDFAST_SECRET_DIR", path.c_str(), 1);
+  }
+  ~SecretDir() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);
+  }
+};
+SecretDir secret_dir;
+
+}  // namespace
+
 RawClient::RawClient(const std::string& socket_path, std::chrono::milliseconds timeout)
-    : timeout_(timeout) {
+    : timeout_(timeout), endpoint_("unix:" + socket_path) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
   args.SetMaxSendMessageSize(-1);
@@ -445,16 +470,30 @@ RawClient::RawClient(const std::string& socket_path, std::chrono::milliseconds t
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-  channel_ =
-      grpc::CreateCustomChannel("unix:" + socket_path, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(endpoint_, grpc::InsecureChannelCredentials(), args);
   stub_ = v1::Snapshot::NewStub(channel_);
+  admin_ = v1::Admin::NewStub(channel_);
 }
 
-std::unique_ptr<grpc::ClientContext> RawClient::Context() const {
+std::string RawClient::Secret(const std::string& job) const {
+  auto secret = client::LoadJobSecret(endpoint_, job);
+  return secret.ok() ? *secret : std::string();
+}
+
+std::unique_ptr<grpc::ClientContext> RawClient::ContextWith(const std::string& job,
+                                                            const std::string& secret) const {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + timeout_);
+  if (!job.empty() && proto::MetadataSafe(job)) ctx->AddMetadata(proto::kJobIdMetadata, job);
+  if (!secret.empty()) ctx->AddMetadata(proto::kJobSecretMetadata, secret);
   return ctx;
 }
+
+std::unique_ptr<grpc::ClientContext> RawClient::ContextFor(const std::string& job) const {
+  return ContextWith(job, job.empty() ? std::string() : Secret(job));
+}
+
+std::unique_ptr<grpc::ClientContext> RawClient::Context() const { return ContextFor(last_job_); }
 
 grpc::Status RawClient::RegisterJob(const std::string& job, int world_size,
                                     const std::vector<int>& ranks) {
@@ -462,34 +501,47 @@ grpc::Status RawClient::RegisterJob(const std::string& job, int world_size,
   req.set_job_id(job);
   req.set_world_size(world_size);
   for (int r : ranks) req.add_local_ranks(r);
-  v1::RegisterJobResponse resp;
-  return stub_->RegisterJob(Context().get(), req, &resp);
+  grpc::Status status;
+  auto secret = client::RegisterWithJobSecret(
+      endpoint_, job, [&](const std::string& presented) -> Result<std::string> {
+        v1::RegisterJobResponse resp;
+        status = stub_->RegisterJob(ContextWith(job, presented).get(), req, &resp);
+        if (!status.ok()) return Status::Unavailable("register");
+        return resp.job_secret();
+      });
+  if (status.ok() && !secret.ok()) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, secret.status().ToString());
+  }
+  if (status.ok()) last_job_ = job;
+  return status;
 }
 
 grpc::Status RawClient::Begin(const v1::BeginSnapshotRequest& req,
                               v1::BeginSnapshotResponse* resp) {
-  return stub_->BeginSnapshot(Context().get(), req, resp);
+  return stub_->BeginSnapshot(ContextFor(req.job_id()).get(), req, resp);
 }
 
 grpc::Status RawClient::Commit(const v1::CommitSnapshotRequest& req,
                                v1::CommitSnapshotResponse* resp) {
-  return stub_->CommitSnapshot(Context().get(), req, resp);
+  return stub_->CommitSnapshot(ContextFor(req.job_id()).get(), req, resp);
 }
 
 grpc::Status RawClient::Abort(const v1::AbortSnapshotRequest& req) {
   v1::AbortSnapshotResponse resp;
-  return stub_->AbortSnapshot(Context().get(), req, &resp);
+  return stub_->AbortSnapshot(ContextFor(req.job_id()).get(), req, &resp);
 }
 
 grpc::Status RawClient::List(const std::string& job, v1::ListVersionsResponse* resp) {
   v1::ListVersionsRequest req;
   req.set_job_id(job);
-  return stub_->ListVersions(Context().get(), req, resp);
+  return stub_->ListVersions(ContextFor(job).get(), req, resp);
 }
 
 grpc::Status RawClient::OpenRestore(const v1::OpenRestoreRequest& req,
                                     v1::OpenRestoreResponse* resp) {
-  return stub_->OpenRestore(Context().get(), req, resp);
+  grpc::Status s = stub_->OpenRestore(ContextFor(req.job_id()).get(), req, resp);
+  if (s.ok()) lease_jobs_[resp->lease_id()] = req.job_id();
+  return s;
 }
 
 grpc::Status RawClient::CloseRestore(uint64_t lease_id, bool verified) {
@@ -497,12 +549,14 @@ grpc::Status RawClient::CloseRestore(uint64_t lease_id, bool verified) {
   req.set_lease_id(lease_id);
   req.set_verified(verified);
   v1::CloseRestoreResponse resp;
-  return stub_->CloseRestore(Context().get(), req, &resp);
+  auto it = lease_jobs_.find(lease_id);
+  const std::string job = it == lease_jobs_.end() ? last_job_ : it->second;
+  return stub_->CloseRestore(ContextFor(job).get(), req, &resp);
 }
 
 grpc::Status RawClient::GetStatus(v1::GetStatusResponse* resp) {
   v1::GetStatusRequest req;
-  return stub_->GetStatus(Context().get(), req, resp);
+  return admin_->GetStatus(ContextWith("", "").get(), req, resp);
 }
 
 RawSession::RawSession(RawClient& client, const std::string& job, int rank) {
@@ -511,6 +565,10 @@ RawSession::RawSession(RawClient& client, const std::string& job, int rank) {
   req.set_rank(rank);
   req.set_pid(getpid());
   // No deadline: the stream lives until Cancel().
+  if (proto::MetadataSafe(job)) ctx_.AddMetadata(proto::kJobIdMetadata, job);
+  if (const std::string secret = client.Secret(job); !secret.empty()) {
+    ctx_.AddMetadata(proto::kJobSecretMetadata, secret);
+  }
   reader_ = client.stub().OpenSession(&ctx_, req);
   v1::SessionEvent first;
   if (reader_->Read(&first)) {

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "holdfast/testing/random_bytes.h"
+#include "holdfast/v1/admin.grpc.pb.h"
 #include "holdfast/v1/snapshot.grpc.pb.h"
 
 namespace holdfast::testing {
@@ -194,14 +195,25 @@ class Daemon {
 // ---- raw gRPC -----------------------------------------------------------------------
 
 // A Snapshot stub on its own channel to a daemon socket. Every call carries a
-// deadline. Not thread-safe.
+// deadline and, like the client library, the job's credentials: the secret
+// from the client library's store (holdfast/client/job_secret.h), which
+// RegisterJob fills as the library does. GetStatus asks the Admin service
+// (every job: the operator's view). Not thread-safe.
 class RawClient {
  public:
   explicit RawClient(const std::string& socket_path, std::chrono::milliseconds timeout = 20s);
 
   v1::Snapshot::Stub& stub() { return *stub_; }
-  // A context with this client's deadline.
+  // A context with this client's deadline and the credentials of the job it
+  // registered last (none before).
   std::unique_ptr<grpc::ClientContext> Context() const;
+  // With the credentials of `job` (its stored secret; none if it has none).
+  std::unique_ptr<grpc::ClientContext> ContextFor(const std::string& job) const;
+  // With exactly these metadata values (empty: left out).
+  std::unique_ptr<grpc::ClientContext> ContextWith(const std::string& job,
+                                                   const std::string& secret) const;
+  // The secret this client carries for `job` ("" when none).
+  std::string Secret(const std::string& job) const;
 
   grpc::Status RegisterJob(const std::string& job, int world_size, const std::vector<int>& ranks);
   grpc::Status Begin(const v1::BeginSnapshotRequest& req, v1::BeginSnapshotResponse* resp);
@@ -214,8 +226,12 @@ class RawClient {
 
  private:
   std::chrono::milliseconds timeout_;
+  std::string endpoint_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Snapshot::Stub> stub_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+  std::string last_job_;
+  std::map<uint64_t, std::string> lease_jobs_;
 };
 
 // An OpenSession stream held open until Cancel() (or destruction), as a
