@@ -527,11 +527,15 @@ Result<uint64_t> ParseByteSize(const std::string& text) {
   return static_cast<uint64_t>(bytes);
 }
 
+Result<DaemonConfig> ParseConfigText(const std::string& text, const std::string& source) {
+  DaemonConfig config;
+  HOLDFAST_RETURN_IF_ERROR(YamlReader(source).ReadDocument(text, &config));
+  return config;
+}
+
 Result<DaemonConfig> LoadConfigFile(const std::string& path) {
   HOLDFAST_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
-  DaemonConfig config;
-  HOLDFAST_RETURN_IF_ERROR(YamlReader(path).ReadDocument(text, &config));
-  return config;
+  return ParseConfigText(text, path);
 }
 
 Status Validate(const DaemonConfig& config) {
