@@ -23,6 +23,8 @@ packages=(
   pybind11-dev python3-dev python3-torch python3-numpy
   # network namespaces for the cluster test across namespaces (ip netns, veth, bridge)
   iproute2
+  # libFuzzer targets (tests/fuzz/run.sh): clang, its sanitizer/fuzzer runtimes, symbolizer
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 missing=()

@@ -127,7 +127,7 @@ echo "total: $(( $(date +%s) - start )) s"
 if [ ${#failed[@]} -gt 0 ]; then
   for t in "${failed[@]}"; do
     echo "=== $t failed: $out/$t.log (reproducers in $out/$t/)"
-    grep -A40 -m1 'ERROR\|runtime error\|==.*==\|python_state_fuzz:' "$out/$t.log" | head -60 || tail -40 "$out/$t.log"
+    grep -A40 -m1 'ERROR\|runtime error\|==.*==\|python_state_fuzz:' "$out/$t.log" | head -25 || tail -40 "$out/$t.log"
   done
   exit 1
 fi

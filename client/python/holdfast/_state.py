@@ -110,10 +110,9 @@ _SAFE_BUILTINS = frozenset({"complex", "bytearray", "set", "frozenset"})
 _PICKLE_PROTOCOL = 4
 
 # What the unpickler raises for a truncated or garbled pickle besides UnpicklingError (the pickle
-# documentation names AttributeError, EOFError, ImportError and IndexError; the others were found
+# documentation names AttributeError, EOFError, ImportError and IndexError; OverflowError was found
 # by tests/fuzz/python_state_fuzz.cc). unflatten turns them into UnpicklingError.
-_DAMAGED_PICKLE_ERRORS = (AttributeError, EOFError, ImportError, IndexError, KeyError,
-                          OverflowError)
+_DAMAGED_PICKLE_ERRORS = (AttributeError, EOFError, ImportError, IndexError, OverflowError)
 
 MapLocation = Union[
     None,
