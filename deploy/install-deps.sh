@@ -27,6 +27,8 @@ packages=(
   iproute2
   # the openssl CLI: throwaway CAs and certificates in the mutual-TLS tests and benchmark
   openssl
+  # libFuzzer targets (tests/fuzz/run.sh): clang, its sanitizer/fuzzer runtimes, symbolizer
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 missing=()

@@ -145,9 +145,13 @@ Status ParseRecord(std::string_view key, std::string_view value, Record* record)
   return Status::Ok();
 }
 
-// Adds the record under `key` to `out`. Records are checked against their
-// keys: a mismatch means the database was damaged or written by something else.
-Status AddEntry(std::string_view key, std::string_view value, CatalogContents* out) {
+}  // namespace
+
+namespace catalog_internal {
+
+// Records are checked against their keys: a mismatch means the database was
+// damaged or written by something else.
+Status DecodeEntry(std::string_view key, std::string_view value, CatalogContents* out) {
   if (key.starts_with(kJobPrefix)) {
     const std::string_view job_id = key.substr(kJobPrefix.size());
     v1::JobRecord job;
@@ -205,6 +209,10 @@ Status AddEntry(std::string_view key, std::string_view value, CatalogContents* o
   return BadKey(key, "unknown key");
 }
 
+}  // namespace catalog_internal
+
+namespace {
+
 // ---- the catalog ----------------------------------------------------------
 
 // Thread-safety: Apply and AllocateSegmentIds serialize on write_mu_ (each
@@ -230,7 +238,8 @@ class RocksDbCatalog final : public Catalog {
     CatalogContents out;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      HOLDFAST_RETURN_IF_ERROR(AddEntry(View(it->key()), View(it->value()), &out));
+      HOLDFAST_RETURN_IF_ERROR(
+          catalog_internal::DecodeEntry(View(it->key()), View(it->value()), &out));
     }
     HOLDFAST_RETURN_IF_ERROR(FromRocksDb(it->status(), "reading catalog " + path_));
     return out;

@@ -13,6 +13,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "catalog/catalog.h"
 
@@ -22,6 +23,14 @@ namespace holdfast::smp {
 // locked by another process (another holdfastd with the same data
 // directory), DATA_LOSS when it is corrupt.
 Result<std::unique_ptr<Catalog>> OpenRocksDbCatalog(const std::string& path);
+
+namespace catalog_internal {
+// What Load does with one (key, value) pair read from the database: parses
+// the record and appends it to `out`. DATA_LOSS naming the key for an unknown
+// or malformed key, a value that does not parse, or a record that does not
+// match its key. Exposed for the fuzz target (tests/fuzz/catalog_record_fuzz.cc).
+Status DecodeEntry(std::string_view key, std::string_view value, CatalogContents* out);
+}  // namespace catalog_internal
 
 }  // namespace holdfast::smp
 

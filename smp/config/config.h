@@ -61,6 +61,8 @@ Result<std::string> ReadSmallFile(const std::string& path);
 // must not silently fall back to a default). INVALID_ARGUMENT naming the key
 // and the line for a bad value; NOT_FOUND for a missing file.
 Result<DaemonConfig> LoadConfigFile(const std::string& path);
+// The same for YAML `text` already read; `source` names it in errors.
+Result<DaemonConfig> ParseConfigText(const std::string& text, const std::string& source);
 
 // Parses holdfastd's command line: `--config FILE` first, then every field
 // as a flag (--node-id, --socket, --data-dir, --shm-dir, --shm-prefix,

@@ -291,8 +291,10 @@ inline void DrainFailedTransfer(Transport* transport, OpTracker& ops, ScopedEndp
   sinks.CancelAll();
 }
 
+// ceil(length / window) for window > 0, without the wrap of length + window - 1
+// for a window near 2^64 (window_bytes comes from the peer's request).
 inline uint64_t Windows(uint64_t length, uint64_t window) {
-  return (length + window - 1) / window;
+  return length / window + (length % window != 0 ? 1 : 0);
 }
 
 }  // namespace holdfast::smp::protect_internal

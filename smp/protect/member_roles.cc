@@ -14,6 +14,7 @@
 #include "holdfast/ec/checksum.h"
 #include "protect/cluster_node.h"
 #include "protect/data_path.h"
+#include "protect/peer_requests.h"
 
 namespace holdfast::smp {
 
@@ -73,18 +74,15 @@ class NiceScope {
 Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req,
                                                   const std::function<bool()>& cancelled) {
   NiceScope nice(options_.config.protect_nice);
-  const int n = req.member_nodes_size();
   const int me = position();
-  const int k = req.k();
-  const int m = req.m();
-  if (n != k + m || req.data_bytes_size() != n || me >= n || req.member_nodes(me) != me_.id) {
-    return Status::InvalidArgument("protect request does not match this node's group");
-  }
+  std::vector<std::string> group_ids;
+  for (const auto& peer : members_) group_ids.push_back(peer->id);
+  HOLDFAST_ASSIGN_OR_RETURN(ec::GroupLayout layout, CheckProtectRequest(req, group_ids, me));
+  const int n = layout.n();
+  const int k = layout.k();
+  const int m = layout.m();
   const uint64_t window = std::max<uint64_t>(req.window_bytes(), 4096);
   std::vector<uint64_t> sizes(req.data_bytes().begin(), req.data_bytes().end());
-  HOLDFAST_ASSIGN_OR_RETURN(
-      ec::GroupLayout layout,
-      ec::GroupLayout::Create({.k = k, .m = m, .alignment = req.alignment()}, sizes));
   std::unique_ptr<ec::Codec> codec;
   if (!req.replicate()) {
     HOLDFAST_ASSIGN_OR_RETURN(codec, ec::Codec::Create({.k = k, .m = m}));
@@ -394,13 +392,11 @@ Status ClusterNode::SendChunks(const v1::ReadChunksRequest& req, const std::stri
   }
   // A Conclude may free the protection while this runs: the parity mapping
   // stays (parity_hold), the local data is pinned below.
-  const int n = manifest.k() + manifest.m();
+  HOLDFAST_ASSIGN_OR_RETURN(ec::GroupLayout layout,
+                            CheckProtectionRecord(manifest, position(), "protection record"));
+  HOLDFAST_RETURN_IF_ERROR(CheckChunkRefs(req, layout, position()));
   std::vector<uint64_t> sizes;
   for (const auto& mem : manifest.members()) sizes.push_back(mem.data_bytes());
-  HOLDFAST_ASSIGN_OR_RETURN(
-      ec::GroupLayout layout,
-      ec::GroupLayout::Create(
-          {.k = manifest.k(), .m = manifest.m(), .alignment = manifest.alignment()}, sizes));
   DataBuffer data;
   bool pinned = false;
   if (sizes[position()] > 0) {
@@ -429,11 +425,6 @@ Status ClusterNode::SendChunks(const v1::ReadChunksRequest& req, const std::stri
   int in_flight = 0;
   Status failure;
   for (const v1::ChunkRef& ref : req.chunks()) {
-    if (ref.stripe() < 0 || ref.stripe() >= n || layout.NodeOf(ref.stripe(), ref.chunk()) != position()) {
-      failure = Status::InvalidArgument("chunk " + std::to_string(ref.chunk()) + " of stripe " +
-                                        std::to_string(ref.stripe()) + " is not held here");
-      break;
-    }
     const ec::Extent e = layout.ChunkExtent(ref.stripe(), ref.chunk());
     const bool is_parity = e.buffer == ec::Extent::Buffer::kParity;
     for (uint64_t w = 0; w < Windows(e.length, window) && failure.ok(); ++w) {
@@ -475,6 +466,7 @@ Status ClusterNode::SendChunks(const v1::ReadChunksRequest& req, const std::stri
 // ---- Conclude ---------------------------------------------------------------------------
 
 Status ClusterNode::RecordProtected(const v1::ConcludeRequest& req) {
+  HOLDFAST_RETURN_IF_ERROR(CheckConcludeRequest(req, position()));
   PendingRound pr;
   {
     std::lock_guard lock(mu_);

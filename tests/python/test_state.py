@@ -480,6 +480,19 @@ class UnflattenErrorTest(unittest.TestCase):
     def test_skeleton_refs_are_tensor_refs(self):
         self.assertIsInstance(pickle.loads(self.skeleton)["w"], TensorRef)
 
+    def test_damaged_skeleton_raises_unpickling_error(self):
+        # b"" (EOFError) and frame_overflow (OverflowError) came from
+        # tests/fuzz/python_state_fuzz.cc: unflatten documents UnpicklingError for a damaged
+        # skeleton; the others raise it from the unpickler itself.
+        tensors = {"t/0": torch.zeros(2, 3)}
+        frame_overflow = b"\x80\x04\x95\xff\xff\xff\xff\xff\xff\xff\xff}."
+        missing_memo = b"\x80\x04h\x07."  # BINGET of a memo slot never set
+        for damaged in (b"", self.skeleton[:-1], self.skeleton[:len(self.skeleton) // 2],
+                        frame_overflow, missing_memo):
+            with self.subTest(damaged=damaged):
+                with self.assertRaises(pickle.UnpicklingError):
+                    unflatten(damaged, tensors)
+
 
 if __name__ == "__main__":
     unittest.main()

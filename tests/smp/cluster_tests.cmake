@@ -42,3 +42,13 @@ gtest_discover_tests(holdfast_smp_scrub_test
   TEST_PREFIX "smp."
   DISCOVERY_TIMEOUT 60
   PROPERTIES TIMEOUT 600 LABELS "smp;cluster" RUN_SERIAL TRUE)
+
+# The pure checks of Peer requests (protect/peer_requests.h); see also tests/fuzz.
+add_executable(holdfast_smp_peer_requests_test ${CMAKE_CURRENT_LIST_DIR}/peer_requests_test.cc)
+target_link_libraries(holdfast_smp_peer_requests_test PRIVATE
+  holdfast_smp_peer_requests GTest::gtest_main holdfast_warnings)
+target_include_directories(holdfast_smp_peer_requests_test PRIVATE ${PROJECT_SOURCE_DIR}/smp)
+gtest_discover_tests(holdfast_smp_peer_requests_test
+  TEST_PREFIX "smp."
+  DISCOVERY_TIMEOUT 60
+  PROPERTIES TIMEOUT 60 LABELS "smp")

@@ -269,7 +269,11 @@ TEST_F(ConfigFileTest, BadSyntaxNamesTheLine) {
   ExpectInvalid("node_id: a\nshm: {dir: /x\nlog:\n  level: info\n", {"line", "invalid YAML"});
   ExpectInvalid("node_id: [unclosed\n", {"line", "invalid YAML"});
   ExpectInvalid("node_id: a\n  data_dir: b\n", {"line 2"});
-  ExpectInvalid("node_id: a\n---\nnode_id: b\n", {"2 YAML documents"});
+  ExpectInvalid("node_id: a\n---\nnode_id: b\n", {"more than one YAML document"});
+  // From tests/fuzz/config_fuzz.cc: yaml-cpp 0.7's LoadAll never returned
+  // (one more empty document per call) on a ',' outside brackets.
+  ExpectInvalid(",", {"more than one YAML document"});
+  ExpectInvalid("{node_id: a},\n", {"more than one YAML document"});
   ExpectInvalid("- node_id\n- socket\n", {"mapping", "node_id"});
   ExpectInvalid("just a string\n", {"mapping"});
 }

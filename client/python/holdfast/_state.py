@@ -109,6 +109,11 @@ _PLAIN_TYPES = frozenset(
 _SAFE_BUILTINS = frozenset({"complex", "bytearray", "set", "frozenset"})
 _PICKLE_PROTOCOL = 4
 
+# What the unpickler raises for a truncated or garbled pickle besides UnpicklingError (the pickle
+# documentation names AttributeError, EOFError, ImportError and IndexError; OverflowError was found
+# by tests/fuzz/python_state_fuzz.cc). unflatten turns them into UnpicklingError.
+_DAMAGED_PICKLE_ERRORS = (AttributeError, EOFError, ImportError, IndexError, OverflowError)
+
 MapLocation = Union[
     None,
     str,
@@ -192,9 +197,15 @@ def unflatten(skeleton: bytes, tensors: dict[str, torch.Tensor],
     torch.device moves every tensor there; a dict maps original device strings ("cuda:1") to
     devices, others stay; a callable(cpu_tensor, original_device_str) returns the tensor to use, or
     None for the original device. Raises pickle.UnpicklingError for a skeleton naming anything but
-    the allowed classes, ValueError if `tensors` lacks an item or has a wrong dtype or shape.
+    the allowed classes or that is not a whole pickle, ValueError if `tensors` lacks an item or
+    has a wrong dtype or shape. A damaged skeleton may also raise MemoryError: CPython's unpickler
+    allocates a bytes or str object of the size the pickle claims before reading it.
     """
-    return _Unpickler(skeleton, tensors, map_location).load()
+    try:
+        return _Unpickler(skeleton, tensors, map_location).load()
+    except _DAMAGED_PICKLE_ERRORS as e:
+        raise pickle.UnpicklingError(
+            f"holdfast skeleton is damaged: {type(e).__name__}: {e}") from e
 
 
 class _Flattener:
