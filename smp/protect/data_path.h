@@ -139,6 +139,9 @@ class OpTracker {
 // are not closed after success. After a failure they are closed: that is
 // the only way to end a send UCX cannot cancel (a rendezvous whose receiver
 // gave up); DisconnectAll() before the OpTracker waits for its operations.
+// An endpoint whose peer failed (Transport::Failed: a restarted or vanished
+// peer resets it) is never pooled nor handed out again: every send on it
+// would fail at once, and every later round with it.
 // Declare this after the OpTracker (so it is destroyed first).
 class EndpointPool {
  public:
@@ -149,18 +152,25 @@ class EndpointPool {
     }
   }
   Result<Transport::EndpointId> Take(const std::string& address) {
-    {
-      std::lock_guard lock(mu_);
-      auto it = idle_.find(address);
-      if (it != idle_.end() && !it->second.empty()) {
-        const Transport::EndpointId ep = it->second.back();
+    while (true) {
+      Transport::EndpointId ep = 0;
+      {
+        std::lock_guard lock(mu_);
+        auto it = idle_.find(address);
+        if (it == idle_.end() || it->second.empty()) break;
+        ep = it->second.back();
         it->second.pop_back();
-        return ep;
       }
+      if (!transport_->Failed(ep)) return ep;
+      transport_->Disconnect(ep);  // failed while idle
     }
     return transport_->Connect(address);
   }
   void Give(const std::string& address, Transport::EndpointId ep) {
+    if (transport_->Failed(ep)) {
+      transport_->Disconnect(ep);
+      return;
+    }
     std::lock_guard lock(mu_);
     idle_[address].push_back(ep);
   }

@@ -74,6 +74,11 @@ class Transport {
   virtual Result<EndpointId> Connect(const std::string& worker_address) = 0;
   // Closes an endpoint; its sends still in flight complete with CANCELLED.
   virtual void Disconnect(EndpointId endpoint) = 0;
+  // True once UCX reported the endpoint's peer failed (reset, timeout): the
+  // endpoint is dead for good, every later send on it fails at once; its
+  // owner should Disconnect it and Connect again. False for a live endpoint,
+  // and for one already disconnected (its id is forgotten).
+  virtual bool Failed(EndpointId endpoint) const = 0;
 
   // Sends [data, data + length) with `tag`. `data` must stay valid and
   // unchanged until `done` runs. Returns the operation's id (for Cancel).

@@ -143,6 +143,7 @@ class UcxTransport final : public Transport {
   const std::string& address() const override { return address_; }
   Result<EndpointId> Connect(const std::string& worker_address) override;
   void Disconnect(EndpointId endpoint) override;
+  bool Failed(EndpointId endpoint) const override;
   OpId Send(EndpointId endpoint, uint64_t tag, const void* data, uint64_t length,
             Done done) override;
   OpId Recv(uint64_t tag, void* buffer, uint64_t capacity, Done done) override;
@@ -232,6 +233,11 @@ class UcxTransport final : public Transport {
   std::atomic<uint64_t> sends_failed_{0};
   std::atomic<uint64_t> cancelled_{0};
 
+  // Endpoints whose peer failed and that were not disconnected yet: written
+  // by the progress thread, read by Failed() from any thread.
+  mutable std::mutex failed_mu_;
+  std::unordered_set<EndpointId> failed_ids_;  // guarded by failed_mu_
+
   // Progress-thread state.
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
@@ -311,6 +317,11 @@ Result<Transport::EndpointId> UcxTransport::Connect(const std::string& worker_ad
   command.reply = reply;
   Push(std::move(command));
   return result.get();
+}
+
+bool UcxTransport::Failed(EndpointId endpoint) const {
+  std::lock_guard lock(failed_mu_);
+  return failed_ids_.count(endpoint) != 0;
 }
 
 void UcxTransport::Disconnect(EndpointId endpoint) {
@@ -672,6 +683,8 @@ void UcxTransport::DoDisconnect(EndpointId id) {
   }
   // Sends still in flight keep pointers to their Op, not to the endpoint.
   endpoints_.erase(it);
+  std::lock_guard lock(failed_mu_);
+  failed_ids_.erase(id);
 }
 
 void UcxTransport::CloseHandle(ucp_ep_h handle, bool force) {
@@ -693,6 +706,10 @@ void UcxTransport::HandleFailedEndpoints() {
       auto by_handle = endpoint_by_handle_.find(handle);
       if (by_handle == endpoint_by_handle_.end()) continue;  // closed by us already
       const EndpointId id = by_handle->second;
+      {
+        std::lock_guard lock(failed_mu_);
+        failed_ids_.insert(id);
+      }
       FailEndpoint(endpoints_.at(id),
                    FromUcs(status, "peer of endpoint " + std::to_string(id) + " failed"));
     }

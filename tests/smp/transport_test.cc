@@ -932,6 +932,7 @@ TEST_F(PeerProcessTest, SendToAKilledPeerFailsInBoundedTime) {
   Outcome orphan;
   const Transport::OpId orphan_id = local_->Recv(3, in.data(), in.size(), orphan.Callback());
 
+  EXPECT_FALSE(local_->Failed(ep_));
   peer_.Kill();
   const auto killed = Clock::now();
   const auto data = Pattern(4, 4 << 20);
@@ -950,6 +951,15 @@ TEST_F(PeerProcessTest, SendToAKilledPeerFailsInBoundedTime) {
   ASSERT_TRUE(later.Wait());
   EXPECT_TRUE(HasCode(later.status(), StatusCode::kUnavailable));
   EXPECT_GE(local_->stats().sends_failed, 2u);
+  // The endpoint says so (an endpoint pool must not hand it out again), until
+  // it is disconnected and its id forgotten.
+  EXPECT_TRUE(local_->Failed(ep_));
+  local_->Disconnect(ep_);
+  const auto deadline = Clock::now() + kTimeout;
+  while (local_->Failed(ep_) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_FALSE(local_->Failed(ep_));
 
   EXPECT_FALSE(orphan.Wait(std::chrono::milliseconds(100)));
   local_->Cancel(orphan_id);
