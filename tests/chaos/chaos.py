@@ -33,12 +33,12 @@ import daemon as hd  # noqa: E402  (tests/python/daemon.py: Daemon, Cluster, run
 K, M = 2, 1
 N = K + M
 ITEM_BYTES = 96 << 10          # per item; rank r saves 3 + r % 2 items of ITEM_BYTES + 4096 r
-BUDGET = 64 << 20              # per node
+BUDGET = 24 << 20              # per node
 WINDOW = "64KiB"
 SETTLE_TIMEOUT = 60.0          # a recoverable fault must be healed within this (liveness)
 FD_SLACK = 64                  # fds a daemon may gain over its warm-up count
 RSS_SLACK = 96 << 20           # anonymous RSS a daemon may gain over its warm-up value
-WARMUP_CHECKS = 3              # resource checks of a daemon process before its baseline is taken
+WARMUP_CHECKS = 5              # trials a daemon process lives through before its baseline is taken
 
 FAILPOINTS_COMMIT = ["commit.after_verify", "commit.before_catalog", "commit.after_catalog"]
 FAILPOINTS_PROTECT = ["protect.roles_started", "protect.roles_done", "protect.after_record"]
@@ -203,7 +203,6 @@ class Chaos:
         self.rp_max = -1
         self.node_rp = {}
         self.corrupted = set()
-        self.baselines = {}
 
     def node(self, i: int) -> hd.Daemon:
         return self.cluster.nodes[i]
@@ -221,6 +220,22 @@ class Chaos:
 
     def cli(self, i: int, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         return hd.run_cli("--socket", self.node(i).socket, *args, timeout=timeout)
+
+    def cli_many(self, calls: List[tuple], timeout: float = 120.0) -> List[tuple]:
+        """(node, args...) CLI calls run in parallel; [(exit code, stdout, stderr)]."""
+        procs = [subprocess.Popen([hd.CLI, "--socket", self.node(c[0]).socket, *c[1:]],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  stdin=subprocess.DEVNULL) for c in calls]
+        out = []
+        for p in procs:
+            try:
+                o, e = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                o, e = p.communicate()
+                raise Violation(f"cli_hung: {p.args} did not finish in {timeout} s")
+            out.append((p.returncode, o, e))
+        return out
 
     def start_node(self, i: int, failpoints: str = "") -> bool:
         """Starts node i (optionally armed with failpoints); False if it died while starting
@@ -301,16 +316,36 @@ class Chaos:
 
     # ---- observation and invariants -------------------------------------------------------
 
+    def statuses(self) -> Dict[int, dict]:
+        """GetStatus of every running node, asked in parallel (holdfast_status_json)."""
+        procs = {i: subprocess.Popen([hd.STATUS_JSON, self.node(i).socket], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+                 for i in range(N) if self.node(i).running()}
+        out = {}
+        for i, p in procs.items():
+            try:
+                text, _ = p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                continue
+            if p.returncode == 0:
+                out[i] = json.loads(text)
+        return out
+
     def observe(self) -> dict:
         """Every running node's restore point of the job; checks that none moves backwards."""
         seen = {}
-        for i in range(N):
+        for i, st in self.statuses().items():
             d = self.node(i)
-            if not d.running():
+            if "cluster" not in st or d.proc is None:
                 continue
-            s = self.cluster.job_status(i, self.job)
-            if s is None:
-                continue
+            c = st["cluster"]
+            s = {"restore_point": -1, "newest_protected_step": -1, "rebuilding": c["rebuilding"]}
+            for j in c["jobs"]:
+                if j["job_id"] == self.job:
+                    s["restore_point"] = int(j["restore_point"])
+                    s["newest_protected_step"] = int(j["newest_protected_step"])
             rp = s["restore_point"]
             key = (i, d.proc.pid)
             prev = self.node_rp.get(key, -1)
@@ -349,13 +384,34 @@ class Chaos:
         """Rank `rank` restores the restore point (or `step`) on its node and checks every byte
         against the content derived from (seed, step, rank, item). Returns the tool's exit
         code; wrong bytes served as good are a violation whatever was expected."""
-        args = ["verify"] if step is None else ["verify", "--step", str(step)]
-        r = subprocess.run(self.tool(rank, rank, args), capture_output=True, text=True,
-                           timeout=120, stdin=subprocess.DEVNULL)
-        self.check("never_wrong_bytes", "differs from what was saved" not in r.stderr
-                   and "is named" not in r.stderr, f"rank {rank}: {r.stderr.strip()}")
-        if r.returncode == 0:
-            words = r.stdout.split()
+        return self.verify_restores([(rank, step, expect_ok)])[0]
+
+    def verify_restores(self, asks: List[tuple]) -> List[int]:
+        """verify_restore for several (rank, step, expect_ok), run in parallel."""
+        runs = []
+        for rank, step, _ in asks:
+            args = ["verify"] if step is None else ["verify", "--step", str(step)]
+            runs.append(subprocess.Popen(self.tool(rank, rank, args), stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True,
+                                         stdin=subprocess.DEVNULL))
+        codes = []
+        for (rank, step, expect_ok), p in zip(asks, runs):
+            try:
+                out, err = p.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                raise Violation(f"restore_hung: rank {rank} step {step} did not finish in 120 s")
+            codes.append(p.returncode)
+            self.check_restore(rank, step, expect_ok, p.returncode, out, err)
+        return codes
+
+    def check_restore(self, rank: int, step: Optional[int], expect_ok: bool, rc: int, out: str,
+                      err: str) -> None:
+        self.check("never_wrong_bytes", "differs from what was saved" not in err
+                   and "is named" not in err, f"rank {rank}: {err.strip()}")
+        if rc == 0:
+            words = out.split()
             got = int(words[1])
             items = 3 + rank % 2
             size = self.sizes.get(got)
@@ -363,33 +419,33 @@ class Chaos:
                        f"rank {rank} restored step {got}; committed: {sorted(self.sizes)}")
             self.check("restore_exact_bytes", words[2:] == [f"items={items}",
                                                            f"bytes={items * (size + 4096 * rank)}"],
-                       f"rank {rank} step {got}: {r.stdout.strip()}")
+                       f"rank {rank} step {got}: {out.strip()}")
             if step is None:
                 self.check("restore_is_the_restore_point", got == self.rp_max,
                            f"rank {rank} restored {got}, restore point {self.rp_max}")
             elif expect_ok:
                 self.check("restore_of_named_step", got == step, f"asked {step}, got {got}")
         elif expect_ok:
-            raise Violation(f"restore_available: rank {rank} {args}: exit {r.returncode} "
-                            f"{r.stderr.strip()}")
+            raise Violation(f"restore_available: rank {rank} step {step}: exit {rc} "
+                            f"{err.strip()}")
         else:
-            self.check("refusal_is_clean", r.returncode in (1, 3),
-                       f"rank {rank} exit {r.returncode}: {r.stderr.strip()}")
-        return r.returncode
+            self.check("refusal_is_clean", rc in (1, 3), f"rank {rank} exit {rc}: {err.strip()}")
 
     def verify_all(self) -> None:
-        for r in range(N):
-            self.verify_restore(r)
+        self.verify_restores([(r, None, True) for r in range(N)])
 
     def resource_check(self) -> None:
         """Leaks: segment files vs what the catalog references and the daemon accounts; catalog
         entries (ls); fds and anonymous RSS of every daemon against its warm-up values."""
+        answers = self.cli_many([(i, "--json", "verify") for i in range(N)] +
+                                [(i, "--json", "ls") for i in range(N)])
+        statuses = self.statuses()
         for i in range(N):
             d = self.node(i)
-            r = self.cli(i, "--json", "verify", timeout=120)
-            self.check("verify_answers", r.returncode in (0, 5), f"n{i} verify exit "
-                       f"{r.returncode}: {r.stdout[-2000:]} {r.stderr[-2000:]}")
-            out = json.loads(r.stdout)
+            rc, text, err = answers[i]
+            self.check("verify_answers", rc in (0, 5), f"n{i} verify exit "
+                       f"{rc}: {text[-2000:]} {err[-2000:]}")
+            out = json.loads(text)
             referenced = set()
             for v in out["versions"]:
                 for nd in v["nodes"]:
@@ -403,7 +459,7 @@ class Chaos:
                     referenced.update(nd["data_segments"])
                     if nd["parity_segment"]:
                         referenced.add(nd["parity_segment"])
-            st = d.status()
+            st = statuses[i]
             files = {f: os.stat(os.path.join(d.shm, f)).st_size for f in os.listdir(d.shm)}
             missing = referenced - set(files)
             self.check("referenced_segments_exist", not missing, f"n{i} lacks {missing}")
@@ -416,9 +472,9 @@ class Chaos:
                        f"n{i}: {stray} bytes in unreferenced files, pooled {pooled}; files "
                        f"{sorted(files)} referenced {sorted(referenced)}")
             self.check("used_within_budget", used <= BUDGET, f"n{i} uses {used}")
-            ls = self.cli(i, "--json", "ls")
-            self.check("ls_answers", ls.returncode == 0, ls.stderr)
-            versions = json.loads(ls.stdout)["versions"]
+            rc, text, err = answers[N + i]
+            self.check("ls_answers", rc == 0, err)
+            versions = json.loads(text)["versions"]
             mine = [v for v in versions if v["job_id"] == self.job]
             others = [v for v in versions if v["job_id"] != self.job]
             # retain 2, plus a pinned restore point, plus one being verified or protected.
@@ -426,20 +482,31 @@ class Chaos:
                        f"n{i} ls: {[(v['job_id'], v['step'], v['state']) for v in versions]}")
             self.check("catalog_steps_committed", all(v["step"] <= self.step for v in mine),
                        f"n{i} ls: {[v['step'] for v in mine]}, committed up to {self.step}")
+
+    def sample_resources(self) -> None:
+        """fds and anonymous RSS of every daemon process (cheap: /proc), against the values it had
+        after its warm-up (WARMUP_CHECKS samples after it started)."""
+        for i in range(N):
+            d = self.node(i)
+            if not d.running():
+                continue
             pid = d.proc.pid
-            fds = len(os.listdir(f"/proc/{pid}/fd"))
-            rss = 0
-            with open(f"/proc/{pid}/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        rss = int(line.split()[1]) << 10
-            b = self.baselines.setdefault(pid, {"checks": 0, "fds": 0, "rss": 0, "max_fds": 0,
-                                                "max_rss": 0})
-            b["checks"] += 1
-            if b["checks"] == WARMUP_CHECKS:
+            try:
+                fds = len(os.listdir(f"/proc/{pid}/fd"))
+                rss = 0
+                with open(f"/proc/{pid}/status", encoding="ascii") as f:
+                    for line in f:
+                        if line.startswith("RssAnon:"):
+                            rss = int(line.split()[1]) << 10
+            except OSError:
+                continue
+            b = self.baselines.setdefault(pid, {"node": i, "samples": 0, "fds": 0, "rss": 0,
+                                                "max_fds": 0, "max_rss": 0})
+            b["samples"] += 1
+            if b["samples"] == WARMUP_CHECKS:
                 b["fds"], b["rss"] = fds, rss
-            elif b["checks"] > WARMUP_CHECKS:
-                b["max_fds"], b["max_rss"] = max(b["max_fds"], fds), max(b["max_rss"], rss)
+            b["max_fds"], b["max_rss"] = max(b["max_fds"], fds), max(b["max_rss"], rss)
+            if b["samples"] > WARMUP_CHECKS:
                 self.check("daemon_fds_bounded", fds <= b["fds"] + FD_SLACK,
                            f"n{i} pid {pid}: {fds} fds, {b['fds']} after warm-up")
                 self.check("daemon_rss_bounded", rss <= b["rss"] + RSS_SLACK,
@@ -549,7 +616,7 @@ class Chaos:
     def fault_sigstop(self, rng: random.Random) -> None:
         step = self.step + 1
         i = rng.randrange(N)
-        pause = rng.uniform(0.3, 3.5)
+        pause = rng.uniform(0.2, 2.5)
         writers = self.launch(step)
         time.sleep(rng.uniform(0.0, 0.2))
         pid = self.node(i).proc.pid
@@ -567,7 +634,7 @@ class Chaos:
     def fault_netcut(self, rng: random.Random) -> None:
         step = self.step + 1
         i = rng.randrange(N)
-        cut = rng.uniform(0.5, 4.0)
+        cut = rng.uniform(0.2, 2.5)
         writers = self.launch(step)
         time.sleep(rng.uniform(0.0, 0.2))
         ns = self.net.nodes[i]
@@ -726,6 +793,7 @@ class Chaos:
                 self.ensure_up()
                 self.settle(self.step)
                 self.verify_all()
+                self.sample_resources()
                 if self.trial % self.args.resource_every == 0 or self.trial == len(schedule) - 1:
                     self.resource_check()
             except Violation as e:
@@ -770,9 +838,18 @@ class Chaos:
             "clusters": self.epoch + 1,
             "seconds_per_trial": {k: round(sum(v) / len(v), 2)
                                   for k, v in sorted(self.trial_times.items())},
-            "daemon_resources": {str(pid): b for pid, b in self.baselines.items()},
+            "daemon_resources": self.resource_summary(),
             "violations": self.violations,
         }
+
+    def resource_summary(self) -> dict:
+        """The longest-lived daemon processes: samples, fds and RssAnon after warm-up and max."""
+        lived = sorted(((b["samples"], pid, b) for pid, b in self.baselines.items()
+                        if b["samples"] > WARMUP_CHECKS), reverse=True)[:3]
+        return {str(pid): {"node": f"n{b['node']}", "trials": n, "fds_after_warmup": b["fds"],
+                           "fds_max": b["max_fds"], "rss_anon_mib_after_warmup":
+                           round(b["rss"] / 2**20, 1), "rss_anon_mib_max":
+                           round(b["max_rss"] / 2**20, 1)} for n, pid, b in lived}
 
     def close(self) -> None:
         if self.cluster is not None:
@@ -797,7 +874,7 @@ def main() -> int:
     p.add_argument("--netns", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--keep-going", action="store_true",
                    help="after a violation, start a new cluster and go on")
-    p.add_argument("--resource-every", type=int, default=5,
+    p.add_argument("--resource-every", type=int, default=10,
                    help="leak checks every N trials (and after the last)")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
