@@ -148,6 +148,7 @@ class Chaos:
         self.job = ""
         self.content_seed = 0
         self.step = -1             # newest step every rank committed
+        self.inflight = -1         # newest step writers were started for
         self.sizes: Dict[int, int] = {}   # step -> item bytes
         self.rp_max = -1           # newest agreed restore point of the current job
         self.node_rp: Dict[tuple, int] = {}  # (node, pid) -> newest restore point it reported
@@ -200,6 +201,7 @@ class Chaos:
         self.job = f"chaos{self.epoch}"
         self.content_seed = (self.seed * 31 + self.epoch) & 0x7FFFFFFF
         self.step = -1
+        self.inflight = -1
         self.sizes = {}
         self.rp_max = -1
         self.node_rp = {}
@@ -263,6 +265,9 @@ class Chaos:
     # ---- writes ---------------------------------------------------------------------------
 
     def launch(self, step: int, ranks=range(N), item_bytes: int = ITEM_BYTES) -> List[Writer]:
+        # Once every rank's commit of `step` went through, it may become the restore point even
+        # before the writers report back (or when a writer is killed after its commit).
+        self.inflight = max(self.inflight, step)
         return [Writer(self.tool(r, r, ["save", "--steps", f"{step}:{step}"],
                                  item_bytes=item_bytes), r, step) for r in ranks]
 
@@ -357,8 +362,9 @@ class Chaos:
                 # (a trainer resuming there would load an older step than its peers).
                 self.check("restore_point_not_behind_agreed", rp >= self.rp_max,
                            f"n{i} reports restore point {rp}, the group agreed on {self.rp_max}")
-                self.check("restore_point_is_committed", rp <= self.step and rp in self.sizes,
-                           f"n{i} reports restore point {rp}; committed up to {self.step}")
+                self.check("restore_point_is_committed", rp in self.sizes or rp == self.inflight,
+                           f"n{i} reports restore point {rp}; committed up to {self.step}, "
+                           f"step {self.inflight} being saved")
             self.node_rp[key] = rp
             seen[i] = s
         return seen
