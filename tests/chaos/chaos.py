@@ -298,6 +298,16 @@ class Chaos:
                 if "FAILED_PRECONDITION" in w.err and self.holds_complete(w.rank, step):
                     self.note("resave_already_complete")
                     continue
+                # The daemon took the retry for a resume from the restore point and dropped its
+                # complete version of the step (held, so it cannot be redone): the step cannot
+                # complete any more and the job moves on to the next one (see the doc's
+                # findings).
+                if "FAILED_PRECONDITION" in w.err and "save a newer step" in w.err:
+                    self.note("step_abandoned_on_retry")
+                    self.event(f"rank {w.rank} may not redo step {step}: {w.err.strip()}")
+                    self.finish_step(step + 1, self.launch(step + 1, range(N), item_bytes),
+                                     item_bytes)
+                    return
                 self.last_err = w.err.strip()
                 retry.append(w.rank)
             pending = retry
