@@ -163,6 +163,7 @@ class Chaos:
         self.trial_seed = 0
         self.t0 = self.t_trial = now()
         self.wall = 0.0
+        self.interrupted = False
         self.trial_times: Dict[str, List[float]] = {}
 
     # ---- bookkeeping ----------------------------------------------------------------------
@@ -858,6 +859,7 @@ class Chaos:
     def summary(self) -> dict:
         return {
             "seed": self.seed, "trials": self.trial + 1, "trials_planned": self.args.trials,
+            "interrupted": self.interrupted,
             "wall_seconds": round(self.wall, 1),
             "netns": bool(self.net), "netns_note": self.netns_note,
             "faults": dict(sorted(self.faults.items())),
@@ -923,10 +925,14 @@ def main() -> int:
     except Unavailable as e:
         print(f"chaos: cannot run: {e}", file=sys.stderr)
         return 2
-    except BaseException as e:  # also a crash of the driver: report what it was doing
+    except (KeyboardInterrupt, SystemExit):
+        chaos.wall = now() - chaos.t0
+        chaos.interrupted = True
+        rc = 3
+    except Exception as e:  # a crash of the driver: report what it was doing, like a violation
         chaos.wall = now() - chaos.t0
         chaos.record_violation("driver", f"driver error: {e!r}\n{traceback.format_exc()}")
-        rc = 1 if not isinstance(e, (KeyboardInterrupt, SystemExit)) else 3
+        rc = 1
     finally:
         chaos.close()
     s = chaos.summary()
@@ -936,7 +942,8 @@ def main() -> int:
     elif args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(text + "\n")
-    print(f"chaos summary: seed {s['seed']}, {s['trials']} trials in {s['wall_seconds']} s, "
+    print(f"chaos summary: seed {s['seed']}, {s['trials']} trials"
+          f"{' (interrupted)' if s['interrupted'] else ''} in {s['wall_seconds']} s, "
           f"faults {s['faults']}, {s['invariant_checks']} invariant checks, "
           f"{len(s['violations'])} violations; netns "
           f"{'on' if s['netns'] else 'off: ' + s['netns_note']}", file=sys.stderr)
