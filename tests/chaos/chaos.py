@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from typing import Callable, Dict, List, Optional
@@ -849,10 +850,20 @@ class Chaos:
              "violation": what, "events": list(self.events),
              "replay": f"{sys.executable} {os.path.abspath(__file__)} --seed {self.seed} "
                        f"--trials {self.trial + 1} --netns {'on' if self.net else 'off'}"}
+        if self.cluster is not None:
+            # Every daemon's whole log (they accumulate over restarts), kept after cleanup.
+            out = self.args.artifacts or os.path.join(tempfile.gettempdir(),
+                                                      f"holdfast-chaos-{self.seed}")
+            os.makedirs(out, exist_ok=True)
+            for d in self.cluster.nodes:
+                path = os.path.join(out, f"trial{self.trial}-{d.node_id}.log")
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(d.log())
+            v["logs"] = out
         self.violations.append(v)
         print(f"\nchaos: VIOLATION in trial {self.trial} ({kind}, trial seed {self.trial_seed}):"
               f"\n  {what}\n  events:\n    " + "\n    ".join(self.events) +
-              f"\n  replay: {v['replay']}", file=sys.stderr)
+              f"\n  replay: {v['replay']}\n  full daemon logs: {v.get('logs')}", file=sys.stderr)
         if self.cluster is not None:
             print(self.cluster.logs(tail=6000), file=sys.stderr)
 
@@ -907,6 +918,9 @@ def main() -> int:
                    help="after a violation, start a new cluster and go on")
     p.add_argument("--resource-every", type=int, default=10,
                    help="leak checks every N trials (and after the last)")
+    p.add_argument("--artifacts", metavar="DIR",
+                   help="where a violation's full daemon logs go (default "
+                        "$TMPDIR/holdfast-chaos-<seed>)")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     if args.seed is None:
