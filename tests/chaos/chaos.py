@@ -306,6 +306,9 @@ class Chaos:
                 # findings).
                 if "FAILED_PRECONDITION" in w.err and "save a newer step" in w.err:
                     self.note("step_abandoned_on_retry")
+                    # Every rank did commit it, and a round already under way may still protect
+                    # it: it stays a step a restore may legitimately return.
+                    self.sizes[step] = item_bytes
                     self.event(f"rank {w.rank} may not redo step {step}: {w.err.strip()}")
                     self.finish_step(step + 1, self.launch(step + 1, range(N), item_bytes),
                                      item_bytes)
