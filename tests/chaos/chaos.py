@@ -645,6 +645,13 @@ class Chaos:
         self.verify_restore(i)
         if not during_save:
             writers = self.launch(step)
+        else:
+            # What rank i committed of the step before the kill went with the node's RAM unless
+            # the group protected it: its trainer saves it again (refused as already complete
+            # if the rebuild brought it back).
+            writers[i].wait()
+            writers[i].out = ""
+            writers[i].killed = True
         self.finish_step(step, writers, ITEM_BYTES)
 
     def fault_sigstop(self, rng: random.Random) -> None:
