@@ -384,12 +384,17 @@ class Chaos:
             seen[i] = s
         return seen
 
-    def settle(self, step: int, timeout: float = SETTLE_TIMEOUT) -> None:
-        """Liveness: every node up, none rebuilding, all agree the restore point is `step`."""
+    def settle(self, step: int, timeout: float = SETTLE_TIMEOUT, at_least: bool = False) -> None:
+        """Liveness: every node up, none rebuilding, all agree the restore point is `step` (with
+        `at_least`: agree on one value >= `step`, e.g. when the step being saved may get
+        protected meanwhile)."""
         deadline = now() + timeout
         seen = {}
         while now() < deadline:
             seen = self.observe()
+            points = {s["restore_point"] for s in seen.values()}
+            if at_least and len(points) == 1 and min(points) >= step:
+                step = min(points)
             if len(seen) == N and all(not s["rebuilding"] and s["restore_point"] == step
                                       for s in seen.values()):
                 self.check("restore_point_agreed", True)
@@ -641,8 +646,9 @@ class Chaos:
                    and not summary.get("unrecoverable"), f"recover n{i}: {summary}")
         # Up to m losses lose nothing: the group agrees on the same restore point again and the
         # replacement restores it bit for bit.
-        self.settle(self.rp_max)
-        self.verify_restore(i)
+        self.settle(self.rp_max, at_least=during_save)
+        if self.rp_max in self.sizes:  # else the step being saved: checked at the trial's end
+            self.verify_restore(i)
         if not during_save:
             writers = self.launch(step)
         else:
