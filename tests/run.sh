@@ -61,6 +61,6 @@ bash tests/tsan/run.sh build-tsan "${launcher[@]}"
 
 phase "libFuzzer targets, short runs"
 if [[ -x tests/fuzz/run.sh ]]; then
-  tests/fuzz/run.sh
+  HOLDFAST_FUZZ_TIME=${HOLDFAST_FUZZ_TIME:-10} tests/fuzz/run.sh
 fi
 phase "done"
