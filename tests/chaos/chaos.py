@@ -811,7 +811,8 @@ class Chaos:
     # ---- the run --------------------------------------------------------------------------
 
     def schedule(self) -> List[str]:
-        kinds = [k for k in KINDS if k != "netcut" or self.net is not None]
+        kinds = [k for k in KINDS if (k != "netcut" or self.net is not None)
+                 and k not in self.args.skip]
         n = self.args.trials
         picks = kinds[:] if n >= len(kinds) else []
         weights = [KINDS[k] for k in kinds]
@@ -937,6 +938,8 @@ def main() -> int:
     p.add_argument("--artifacts", metavar="DIR",
                    help="where a violation's full daemon logs go (default "
                         "$TMPDIR/holdfast-chaos-<seed>)")
+    p.add_argument("--skip", metavar="KIND", action="append", default=[], choices=sorted(KINDS),
+                   help="leave this fault kind out of the schedule (repeatable)")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     if args.seed is None:

@@ -250,8 +250,8 @@ class LoadTest(unittest.TestCase):
         # segment files always; the heap (RssAnon) only in a soak of 10 minutes or more, since
         # glibc's per-thread arenas and gRPC/UCX buffers take the first minutes to reach their
         # working size (a 60 s run here: 36 -> 156 MiB, growth slowing from 2 to 0.4 MiB/s).
-        warm = max(1, len(samples) // 3)
-        for node in range(SOAK_NODES):
+        warm = max(2, len(samples) // 3)  # the first sample is before the peers connected
+        for node in range(SOAK_NODES if len(samples) >= warm else 0):
             ref = samples[warm - 1]["nodes"][node]
             for s in samples[warm:]:
                 cur = s["nodes"][node]
