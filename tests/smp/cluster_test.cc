@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -320,13 +321,24 @@ TEST(ClusterTest, KillAtEachProtectionPointThenCatchUp) {
     const int victim = point[8] == 'a' ? 2 : 0;  // the coordinator too
     cluster.node(victim).options().env["HOLDFAST_FAILPOINTS"] = std::string(point) + "=kill";
     ASSERT_TRUE(cluster.StartAll());
-    ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
+    // The victim may die at its point before its own rank committed step 1
+    // (a round can start once the other members' ranks have): that rank's
+    // save fails like a trainer's whose daemon died, and the job saves the
+    // next step once the daemon is back.
+    const ::testing::AssertionResult saved = cluster.Save("j", 3, 1, 1, kItemBytes);
     ASSERT_TRUE(cluster.node(victim).WaitExit(Scaled(30s)));
     cluster.node(victim).options().env.erase("HOLDFAST_FAILPOINTS");
     ASSERT_TRUE(cluster.Start(victim));
-    ASSERT_TRUE(cluster.WaitRestorePoint("j", 1));
-    ASSERT_TRUE(cluster.WaitHolds(victim, "j", 1));
-    ASSERT_TRUE(cluster.Verify("j", 3, 1, kItemBytes));
+    int64_t step = 1;
+    if (!saved) {
+      std::printf("[  INFO    ] %s: step 1 not saved by every rank (%s); saving step 2\n", point,
+                  saved.message());
+      step = 2;
+      ASSERT_TRUE(cluster.Save("j", 3, 2, 2, kItemBytes));
+    }
+    ASSERT_TRUE(cluster.WaitRestorePoint("j", step));
+    ASSERT_TRUE(cluster.WaitHolds(victim, "j", step));
+    ASSERT_TRUE(cluster.Verify("j", 3, step, kItemBytes));
   }
 }
 
