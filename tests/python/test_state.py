@@ -487,8 +487,11 @@ class UnflattenErrorTest(unittest.TestCase):
         tensors = {"t/0": torch.zeros(2, 3)}
         frame_overflow = b"\x80\x04\x95\xff\xff\xff\xff\xff\xff\xff\xff}."
         missing_memo = b"\x80\x04h\x07."  # BINGET of a memo slot never set
+        # LONG_BINPUT at slot 2^32 - 16: CPython grows its memo table to the index (gigabytes
+        # for 200 bytes in the fuzz run); refused before unpickling.
+        huge_memo_index = b"\x80\x04Nr\xf0\xff\xff\xff."
         for damaged in (b"", self.skeleton[:-1], self.skeleton[:len(self.skeleton) // 2],
-                        frame_overflow, missing_memo):
+                        frame_overflow, missing_memo, huge_memo_index):
             with self.subTest(damaged=damaged):
                 with self.assertRaises(pickle.UnpicklingError):
                     unflatten(damaged, tensors)

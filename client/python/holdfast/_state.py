@@ -51,6 +51,7 @@ import builtins
 import collections
 import io
 import pickle
+import pickletools
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Union
@@ -198,12 +199,36 @@ def unflatten(skeleton: bytes, tensors: dict[str, torch.Tensor],
     devices, others stay; a callable(cpu_tensor, original_device_str) returns the tensor to use, or
     None for the original device. Raises pickle.UnpicklingError for a skeleton naming anything but
     the allowed classes or that is not a whole pickle, ValueError if `tensors` lacks an item or
-    has a wrong dtype or shape. A damaged skeleton may also raise MemoryError: CPython's unpickler
-    allocates a bytes or str object of the size the pickle claims before reading it.
+    has a wrong dtype or shape. A damaged skeleton whose sizes or memo indices exceed its own
+    length is refused before unpickling (CPython's unpickler would allocate what it claims).
     """
+    _check_claims(skeleton)
     try:
         return _Unpickler(skeleton, tensors, map_location).load()
     except _DAMAGED_PICKLE_ERRORS as e:
+        raise pickle.UnpicklingError(
+            f"holdfast skeleton is damaged: {type(e).__name__}: {e}") from e
+
+
+# Opcodes whose argument is a memo index (the unpickler grows its memo table to the index).
+_MEMO_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+
+
+def _check_claims(skeleton: bytes) -> None:
+    """Walks the skeleton's opcodes without running them (pickletools.genops reads each length-
+    prefixed argument only as far as the data goes) and refuses a memo index or frame size beyond
+    what a pickle of this length can hold: found by tests/fuzz/python_state_fuzz.cc, where 200
+    bytes made CPython's unpickler allocate gigabytes."""
+    limit = len(skeleton)
+    try:
+        for op, arg, _ in pickletools.genops(skeleton):
+            if (op.name in _MEMO_OPS or op.name == "FRAME") and isinstance(arg, int) \
+                    and not 0 <= arg <= limit:
+                raise pickle.UnpicklingError(
+                    f"holdfast skeleton is damaged: {op.name} {arg} in a pickle of {limit} bytes")
+    except pickle.UnpicklingError:
+        raise
+    except Exception as e:  # genops: ValueError for a bad opcode or a short argument
         raise pickle.UnpicklingError(
             f"holdfast skeleton is damaged: {type(e).__name__}: {e}") from e
 
