@@ -75,7 +75,18 @@ PY
 if ((chaos_rc != 0)); then
   exit "$chaos_rc"
 fi
+# The fuzz targets' clang build (nice'd) fills the cores the sanitizer suites
+# leave idle while they wait on daemons.
+fuzz_build_pid=
+if [[ -x tests/fuzz/run.sh ]]; then
+  HOLDFAST_FUZZ_BUILD_ONLY=1 tests/fuzz/run.sh >build/fuzz-build.log 2>&1 &
+  fuzz_build_pid=$!
+fi
 ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE 'chaos|load'
+if [[ -n "$fuzz_build_pid" ]] && ! wait "$fuzz_build_pid"; then
+  cat build/fuzz-build.log
+  exit 1
+fi
 
 phase "ThreadSanitizer: the daemon's concurrency tests"
 bash tests/tsan/run.sh build-tsan "${launcher[@]}"

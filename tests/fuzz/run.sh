@@ -7,6 +7,7 @@
 #                                at most HOLDFAST_FUZZ_TIME seconds if that is set too)
 #   tests/fuzz/run.sh --seeds    regenerates tests/fuzz/corpus/ (make_corpus, make_python_corpus.py)
 #   tests/fuzz/run.sh TARGET...  only these targets (names without _fuzz, e.g. config cluster)
+#   HOLDFAST_FUZZ_BUILD_ONLY=1   build, run nothing
 #
 # Targets run HOLDFAST_FUZZ_JOBS (2) at a time, under nice, each from a COPY of its
 # checked-in seed corpus (new inputs go to the copy, under build-fuzz/fuzz-out/). Any crash,
@@ -44,6 +45,8 @@ fi
 CC=clang-14 CXX=clang++-14 nice -n 5 cmake -S "$root" -B "$build" "${cmake_args[@]}" >/dev/null
 nice -n 5 cmake --build "$build" -j "$jobs" --target holdfast_fuzz make_corpus >/dev/null
 echo "build: $(( $(date +%s) - start )) s"
+# tests/run.sh builds ahead, in the background of the sanitizer suites.
+if [ "${HOLDFAST_FUZZ_BUILD_ONLY:-0}" = 1 ]; then exit 0; fi
 
 if [ $seeds = 1 ]; then
   # regress-* inputs (of fixed findings) are kept; the generated seeds are rewritten.
