@@ -126,6 +126,16 @@ def wait_all(ranks: list, timeout: float) -> list:
     return [r.finish(max(1.0, deadline - time.monotonic())) for r in ranks]
 
 
+def latency_figures(save_s: list, gaps: list) -> dict:
+    """Hand-off latency (seconds of Save() per save) and the longest stall, for the report."""
+    return {
+        "handoff_p50_ms": round(1e3 * statistics.median(save_s), 3),
+        "handoff_p99_ms": round(1e3 * percentile(save_s, 99), 3),
+        "handoff_max_ms": round(1e3 * max(save_s), 3),
+        "longest_gap_between_commits_s": round(max(gaps), 3),
+    }
+
+
 def commit_gaps(lines: list) -> list:
     """Seconds between consecutive "committed" lines of one rank."""
     times = [t for t, line in lines if line.startswith("committed ")]
@@ -190,10 +200,7 @@ class LoadTest(unittest.TestCase):
             "ranks": RANKS, "waves": WAVES, "steps_per_wave": STEPS,
             "bytes_per_rank_step": items * item_bytes, "saves": len(save_s) + RANKS * WAVES,
             "wall_s": round(wall, 2),
-            "handoff_p50_ms": round(1e3 * statistics.median(save_s), 3),
-            "handoff_p99_ms": round(1e3 * percentile(save_s, 99), 3),
-            "handoff_max_ms": round(1e3 * max(save_s), 3),
-            "longest_gap_between_commits_s": round(max(gaps), 3),
+            **latency_figures(save_s, gaps),
             "idle_samples_after_each_wave": samples,
         }
         RESULTS["load_64_ranks"] = figures
@@ -269,10 +276,7 @@ class LoadTest(unittest.TestCase):
         figures = {
             "nodes": SOAK_NODES, "code": f"{SOAK_NODES - m}+{m}", "seconds": SOAK_SECONDS,
             "item_bytes": item_bytes, "saves": len(save_s) + SOAK_NODES,
-            "handoff_p50_ms": round(1e3 * statistics.median(save_s), 3),
-            "handoff_p99_ms": round(1e3 * percentile(save_s, 99), 3),
-            "handoff_max_ms": round(1e3 * max(save_s), 3),
-            "longest_gap_between_commits_s": round(max(gaps), 3),
+            **latency_figures(save_s, gaps),
             "samples": samples,
         }
         RESULTS["soak"] = figures
