@@ -3,9 +3,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 
 namespace holdfast::smp {
 
@@ -23,6 +25,11 @@ void TriggerFailpoint(const char* name) {
     const size_t eq = entry.find('=');
     if (entry.substr(0, eq) == name) {
       const std::string action = eq == std::string::npos ? "kill" : entry.substr(eq + 1);
+      if (action.rfind("sleep:", 0) == 0) {
+        // Widens a window for a race: only this thread waits.
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(action.c_str() + 6)));
+        return;
+      }
       const char msg[] = "holdfast: failpoint hit\n";
       (void)!write(2, msg, sizeof(msg) - 1);
       if (action == "abort") std::abort();

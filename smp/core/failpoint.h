@@ -5,7 +5,8 @@
 // was started with HOLDFAST_FAILPOINTS naming it, e.g.
 //   HOLDFAST_FAILPOINTS=commit.after_verify=kill
 // Actions: "kill" raises SIGKILL (a crash at exactly that point), "abort"
-// calls abort(). Several points are separated by commas.
+// calls abort(), "sleep:MS" pauses the thread that hit it for MS
+// milliseconds (to widen a race). Several points are separated by commas.
 #ifndef HOLDFAST_SMP_CORE_FAILPOINT_H_
 #define HOLDFAST_SMP_CORE_FAILPOINT_H_
 

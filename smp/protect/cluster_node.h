@@ -228,6 +228,10 @@ class ClusterNode final : public v1::Peer::Service {
                               const std::vector<std::optional<v1::GroupStateResponse>>& states,
                               std::optional<int64_t> assume_protected);
   void MaybeRebuild(const std::vector<std::optional<v1::GroupStateResponse>>& states);
+  // The newest step of `job` protected here (-1: none), and whether a round
+  // of it is under way here (running, awaiting its Conclude, or being
+  // recorded): then a step missing here is not a loss. Caller holds mu_.
+  std::pair<int64_t, bool> ProtectedHereLocked(const std::string& job) const;
 
   // ---- member roles (member_roles.cc) ----
   // `cancelled` says the coordinator abandoned the round.
@@ -284,6 +288,12 @@ class ClusterNode final : public v1::Peer::Service {
   std::map<Key, Protection> protections_;              // guarded by mu_
   std::map<uint32_t, PendingRound> pending_;           // guarded by mu_
   std::set<Key> protecting_;                           // rounds running here, guarded by mu_
+  // Concludes being recorded: out of pending_, not yet in protections_.
+  // Guarded by mu_.
+  std::multiset<Key> recording_;
+  // Serializes recording a protection (catalog, then protections_): a
+  // round's Conclude and a rebuild of the same step must not both record it.
+  std::mutex record_mu_;
   std::map<std::string, int64_t> restore_points_;      // guarded by mu_
   std::map<std::string, std::chrono::steady_clock::time_point> backoff_;  // poll thread only
   bool rebuilding_ = false;                            // guarded by mu_

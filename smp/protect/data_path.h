@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,11 +46,11 @@ class OpTracker {
   void Send(Transport::EndpointId endpoint, uint64_t tag, const void* data, uint64_t length,
             Cookie cookie) {
     const uint64_t serial = Begin();
-    Track(serial, transport_->Send(endpoint, tag, data, length, Callback(serial, cookie)));
+    Track(serial, transport_->Send(endpoint, tag, data, length, Callback(serial, cookie)), endpoint);
   }
   void Recv(uint64_t tag, void* buffer, uint64_t capacity, Cookie cookie) {
     const uint64_t serial = Begin();
-    Track(serial, transport_->Recv(tag, buffer, capacity, Callback(serial, cookie)));
+    Track(serial, transport_->Recv(tag, buffer, capacity, Callback(serial, cookie)), 0);
   }
 
   // The next completion, or nullopt at `deadline`.
@@ -68,6 +69,16 @@ class OpTracker {
     return state_->outstanding;
   }
 
+  // The endpoints of sends still in flight.
+  std::set<Transport::EndpointId> SendEndpoints() const {
+    std::lock_guard lock(state_->mu);
+    std::set<Transport::EndpointId> eps;
+    for (const auto& [serial, live] : state_->live) {
+      if (live.endpoint != 0) eps.insert(live.endpoint);
+    }
+    return eps;
+  }
+
   // Cancels what can be cancelled (unmatched receives) and waits until
   // every callback ran or `deadline`; false at the deadline (sends UCX
   // cannot cancel are still in flight).
@@ -75,7 +86,7 @@ class OpTracker {
     std::vector<Transport::OpId> ops;
     {
       std::lock_guard lock(state_->mu);
-      for (const auto& [serial, op] : state_->live) ops.push_back(op);
+      for (const auto& [serial, live] : state_->live) ops.push_back(live.op);
     }
     for (Transport::OpId op : ops) transport_->Cancel(op);
     std::unique_lock lock(state_->mu);
@@ -90,7 +101,7 @@ class OpTracker {
     std::vector<Transport::OpId> ops;
     {
       std::lock_guard lock(state_->mu);
-      for (const auto& [serial, op] : state_->live) ops.push_back(op);
+      for (const auto& [serial, live] : state_->live) ops.push_back(live.op);
     }
     for (Transport::OpId op : ops) transport_->Cancel(op);
     std::unique_lock lock(state_->mu);
@@ -99,11 +110,15 @@ class OpTracker {
   }
 
  private:
+  struct Live {
+    Transport::OpId op = 0;
+    Transport::EndpointId endpoint = 0;  // sends; 0 for receives
+  };
   struct State {
     mutable std::mutex mu;
     std::condition_variable cv;
     std::deque<Event> events;
-    std::map<uint64_t, Transport::OpId> live;  // serial -> op, until it completes
+    std::map<uint64_t, Live> live;  // serial -> op, until it completes
     std::map<uint64_t, bool> finished_early;   // completed before Track saw its op id
     uint64_t next_serial = 1;
     int outstanding = 0;
@@ -123,9 +138,9 @@ class OpTracker {
       state->cv.notify_all();
     };
   }
-  void Track(uint64_t serial, Transport::OpId op) {
+  void Track(uint64_t serial, Transport::OpId op, Transport::EndpointId endpoint) {
     std::lock_guard lock(state_->mu);
-    if (state_->finished_early.erase(serial) == 0) state_->live[serial] = op;
+    if (state_->finished_early.erase(serial) == 0) state_->live[serial] = {op, endpoint};
   }
 
   Transport* const transport_;
@@ -136,9 +151,12 @@ class OpTracker {
 // given back when the transfer succeeded. Closing an endpoint right after a
 // send completed can cancel the peer's receive of it (UCX reports a send
 // done once the buffer is free, not once it was received), so endpoints
-// are not closed after success. After a failure they are closed: that is
-// the only way to end a send UCX cannot cancel (a rendezvous whose receiver
-// gave up); DisconnectAll() before the OpTracker waits for its operations.
+// are not closed after success. After a failure, those with a send stuck in
+// flight are closed: that is the only way to end a send UCX cannot cancel (a
+// rendezvous whose receiver gave up); Disconnect() before the OpTracker
+// waits for its operations. The others are healthy and go back: closing one
+// fails the peer's endpoint paired with it (transport.h), and with it
+// whatever the peer was doing on it.
 // An endpoint whose peer failed (Transport::Failed: a restarted or vanished
 // peer resets it) is never pooled nor handed out again: every send on it
 // would fail at once, and every later round with it.
@@ -196,7 +214,7 @@ class EndpointPool {
 class ScopedEndpoints {
  public:
   ScopedEndpoints(Transport* transport, EndpointPool* pool) : transport_(transport), pool_(pool) {}
-  // Gives the endpoints back unless DisconnectAll() ran.
+  // Gives back the endpoints Disconnect() did not close.
   ~ScopedEndpoints() {
     for (auto& [address, ep] : endpoints_) pool_->Give(address, ep);
   }
@@ -208,9 +226,14 @@ class ScopedEndpoints {
     endpoints_.emplace_back(address, ep);
     return ep;
   }
-  void DisconnectAll() {
-    for (auto& [address, ep] : endpoints_) transport_->Disconnect(ep);
-    endpoints_.clear();
+  // Closes these of this transfer's endpoints; the others go back to the
+  // pool as usual.
+  void Disconnect(const std::set<Transport::EndpointId>& which) {
+    std::erase_if(endpoints_, [&](const std::pair<std::string, Transport::EndpointId>& e) {
+      if (!which.count(e.second)) return false;
+      transport_->Disconnect(e.second);
+      return true;
+    });
   }
 
  private:
@@ -285,8 +308,9 @@ class DataBuffer {
 //      tags; a peer's rendezvous send only completes once received),
 //   2. this side's own operations are cancelled where UCX can (receives) and
 //      awaited for `grace` (its sends complete once the peer drains them),
-//   3. only sends still stuck after that (the peer is gone) are ended by
-//      closing this transfer's endpoints,
+//   3. only sends still stuck after that (the peer is gone, or dropped
+//      them) are ended by closing their endpoints; the rest go back to the
+//      pool,
 //   4. the sinks are cancelled.
 inline void DrainFailedTransfer(Transport* transport, OpTracker& ops, ScopedEndpoints& endpoints,
                                 const std::vector<uint64_t>& missing, uint64_t capacity,
@@ -295,7 +319,7 @@ inline void DrainFailedTransfer(Transport* transport, OpTracker& ops, ScopedEndp
   std::vector<uint8_t> scratch(capacity);  // garbage by design: never read
   for (uint64_t tag : missing) sinks.Recv(tag, scratch.data(), capacity, 0);
   if (!ops.CancelAndWait(std::chrono::steady_clock::now() + grace)) {
-    endpoints.DisconnectAll();
+    endpoints.Disconnect(ops.SendEndpoints());
     ops.CancelAll();
   }
   sinks.CancelAll();

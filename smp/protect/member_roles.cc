@@ -467,6 +467,10 @@ Status ClusterNode::SendChunks(const v1::ReadChunksRequest& req, const std::stri
 
 Status ClusterNode::RecordProtected(const v1::ConcludeRequest& req) {
   HOLDFAST_RETURN_IF_ERROR(CheckConcludeRequest(req, position()));
+  const Key key{req.job_id(), req.step()};
+  // Until it is in protections_, the step counts as a round under way here
+  // (recording_): a rebuild must not take it for a loss meanwhile.
+  std::unique_lock recording(record_mu_);
   PendingRound pr;
   {
     std::lock_guard lock(mu_);
@@ -477,9 +481,15 @@ Status ClusterNode::RecordProtected(const v1::ConcludeRequest& req) {
     }
     pr = std::move(it->second);
     pending_.erase(it);
+    recording_.insert(key);
   }
-  const Key key{req.job_id(), req.step()};
+  auto recorded = [&] {
+    std::lock_guard lock(mu_);
+    recording_.erase(recording_.find(key));
+  };
   if (!req.protected_()) {
+    recorded();
+    recording.unlock();
     if (pr.parity) OnLoop([&] { manager_->FreeSegment(*pr.parity); return 0; });
     if (pr.pinned) OnLoop([&] { manager_->UnpinVersion(key.first, key.second); return 0; });
     return Status::Ok();
@@ -506,6 +516,8 @@ Status ClusterNode::RecordProtected(const v1::ConcludeRequest& req) {
     }
   }
   if (Status s = catalog_->Apply(batch); !s.ok()) {
+    recorded();
+    recording.unlock();
     if (p.parity) OnLoop([&] { manager_->FreeSegment(*p.parity); return 0; });
     if (p.pinned) OnLoop([&] { manager_->UnpinVersion(key.first, key.second); return 0; });
     return s.WithContext("catalog");
@@ -526,7 +538,9 @@ Status ClusterNode::RecordProtected(const v1::ConcludeRequest& req) {
       }
     }
     protections_[key] = std::move(p);
+    recording_.erase(recording_.find(key));
   }
+  recording.unlock();
   for (auto& [k2, old] : freed) FreeProtection(std::move(old), k2);
   spdlog::info("job {} step {} protected (round {:08x}); {} older protection(s) freed", key.first,
                key.second, req.round_id(), freed.size());

@@ -485,6 +485,21 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
   p.record.set_position(me);
   p.record.set_parity_segment(parity.valid() ? parity.name() : "");
   p.record.set_parity_bytes(parity.valid() ? parity.bytes() : 0);
+  // A round's Conclude may have recorded this step meanwhile (its round ran
+  // while this rebuild read): that record stands, this copy goes.
+  std::unique_lock recording(record_mu_);
+  bool recorded = false;
+  {
+    std::lock_guard lock(mu_);
+    recorded = protections_.count({job_id, step}) > 0;
+  }
+  if (recorded) {
+    recording.unlock();
+    spdlog::info("job {} step {} was protected here while it was being rebuilt; the rebuilt "
+                 "copy is discarded",
+                 job_id, step);
+    return release(Status::Ok());
+  }
   CatalogBatch batch;
   batch.put_protections.push_back(p.record);
   if (Status s = catalog_->Apply(batch); !s.ok()) return release(s.WithContext("catalog"));
@@ -509,6 +524,18 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
   return Status::Ok();
 }
 
+std::pair<int64_t, bool> ClusterNode::ProtectedHereLocked(const std::string& job) const {
+  int64_t mine = -1;
+  bool busy = false;
+  for (const auto& [key, p] : protections_) {
+    if (key.first == job) mine = std::max(mine, key.second);
+  }
+  for (const auto& [id, pr] : pending_) busy = busy || pr.job_id == job;
+  for (const auto& key : protecting_) busy = busy || key.first == job;
+  for (const auto& key : recording_) busy = busy || key.first == job;
+  return {mine, busy};
+}
+
 void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateResponse>>& states) {
   const int n = static_cast<int>(states.size());
   const int me = position();
@@ -530,13 +557,7 @@ void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateRes
     RebuildProgress& rp = rebuild_progress_;
     rp.compared = true;
     for (const auto& [job, steps] : holders) {
-      int64_t mine = -1;
-      bool busy = false;
-      for (const auto& [key, p] : protections_) {
-        if (key.first == job) mine = std::max(mine, key.second);
-      }
-      for (const auto& [id, pr] : pending_) busy = busy || pr.job_id == job;
-      for (const auto& key : protecting_) busy = busy || key.first == job;
+      const auto [mine, busy] = ProtectedHereLocked(job);
       if (busy) continue;  // a round of it in progress: not a loss
       rp.missing.erase(job);
       rp.lost.erase(job);
@@ -563,11 +584,7 @@ void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateRes
     bool busy = false;
     {
       std::lock_guard lock(mu_);
-      for (const auto& [key, p] : protections_) {
-        if (key.first == job) mine = std::max(mine, key.second);
-      }
-      for (const auto& [id, pr] : pending_) busy = busy || pr.job_id == job;
-      for (const auto& key : protecting_) busy = busy || key.first == job;
+      std::tie(mine, busy) = ProtectedHereLocked(job);
     }
     if (busy) continue;
     for (auto it = steps.rbegin(); it != steps.rend(); ++it) {

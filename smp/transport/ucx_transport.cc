@@ -15,6 +15,16 @@
 //     UCX reported, because the buffer is UCX's until then.
 //   - A forced ucp_ep_close_nbx completes the endpoint's sends with
 //     UCS_ERR_CANCELED (Disconnect and the destructor use it).
+//   - UCX pairs the endpoints two workers create to each other (the k-th
+//     endpoint from a to b with the k-th from b to a): each is the other's
+//     remote end. A graceful close of an endpoint whose peer is connected to
+//     it keeps it, closed, until the worker is destroyed; the peer's
+//     endpoint is never told and stays a zombie: its small messages still
+//     arrive, its rendezvous messages are dropped here (the receive that
+//     matches one completes with UCS_ERR_CANCELED) and their sends never
+//     complete. Disconnect therefore always forces the close: that destroys
+//     the endpoint and its sockets, and the peer's endpoint fails at once
+//     (Failed), so its owner reconnects.
 //   - ucp_worker_destroy stops all I/O into user buffers, so the destructor
 //     may finish whatever is still outstanding after a grace period.
 #include <sys/epoll.h>
@@ -168,6 +178,7 @@ class UcxTransport final : public Transport {
     // Disconnect or shutdown: CANCELLED; endpoint failed: UNAVAILABLE): an
     // error from UCX is reported as this instead.
     Status override_error;
+    bool cancel_requested = false;  // Cancel or shutdown asked UCX to cancel it
   };
 
   struct Endpoint {
@@ -212,7 +223,8 @@ class UcxTransport final : public Transport {
   void CancelOp(OpId id);
   Result<EndpointId> DoConnect(const std::string& ucx_address);
   void DoDisconnect(EndpointId id);
-  void CloseHandle(ucp_ep_h handle, bool force);
+  // Forced close (see the top of this file).
+  void CloseHandle(ucp_ep_h handle);
   void HandleFailedEndpoints();
   void FailEndpoint(Endpoint& endpoint, Status failure);
   void CompleteNow(Op* op, ucs_status_t status);
@@ -261,6 +273,10 @@ constexpr int kMaxProgressPerRound = 64;
 // Sleeping with operations in flight still wakes this often, so that UCX's
 // timers (keepalive, retries) run.
 constexpr int kBusyTickMs = 100;
+// UCX's keepalive round (unless UCX_KEEPALIVE_INTERVAL says otherwise), and
+// how often an idle progress thread with open endpoints wakes to run it.
+constexpr char kKeepaliveInterval[] = "1s";
+constexpr int kKeepaliveTickMs = 1000;
 // How long the destructor lets UCX finish what it cannot interrupt
 // (matched receives, close handshakes) before it destroys the worker.
 constexpr auto kShutdownGrace = std::chrono::seconds(5);
@@ -462,6 +478,16 @@ Status UcxTransport::InitUcx(const TransportOptions& options) {
                                  setting.value + ": " + UcsMessage(s));
     }
   }
+  // UCX's keepalive is what finds a peer endpoint destroyed without its
+  // socket closing (see the top of this file); its default round of 20 s
+  // would leave such an endpoint failing every transfer for that long.
+  if (std::getenv("UCX_KEEPALIVE_INTERVAL") == nullptr) {
+    s = ucp_config_modify(config, "KEEPALIVE_INTERVAL", kKeepaliveInterval);
+    if (s != UCS_OK) {
+      ucp_config_release(config);
+      return FromUcs(s, "UCX_KEEPALIVE_INTERVAL").WithContext("UCX init");
+    }
+  }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
@@ -529,7 +555,9 @@ void UcxTransport::Loop() {
     }
     if (!ops_.empty() && ++idle_rounds < kSpinRounds) continue;
     idle_rounds = 0;
-    Sleep(ops_.empty() && pending_closes_ == 0 ? -1 : kBusyTickMs);
+    int timeout_ms = kBusyTickMs;
+    if (ops_.empty() && pending_closes_ == 0) timeout_ms = endpoints_.empty() ? -1 : kKeepaliveTickMs;
+    Sleep(timeout_ms);
   }
 }
 
@@ -641,7 +669,10 @@ void UcxTransport::CancelOp(OpId id) {
   if (op->completed || op->request == nullptr) return;
   // Only an unmatched receive can be cancelled (see the top of this file);
   // for anything else UCX does nothing and the operation runs to its end.
-  if (!op->is_send) ucp_request_cancel(worker_, op->request);
+  if (!op->is_send) {
+    op->cancel_requested = true;
+    ucp_request_cancel(worker_, op->request);
+  }
 }
 
 Result<Transport::EndpointId> UcxTransport::DoConnect(const std::string& ucx_address) {
@@ -673,13 +704,13 @@ void UcxTransport::DoDisconnect(EndpointId id) {
     for (Op* op : endpoint.sends) {
       if (op->override_error.ok()) op->override_error = Status::Cancelled("endpoint disconnected");
     }
-    // A graceful close flushes first, and a send whose receive is never
-    // posted would hold it forever: force it when sends are in flight.
-    const bool force = !endpoint.sends.empty() || stopping_;
+    // Always forced (see the top of this file): a graceful close would leave
+    // the peer's paired endpoint a zombie, and would wait forever for a send
+    // whose receive is never posted.
     endpoint_by_handle_.erase(endpoint.handle);
     ucp_ep_h handle = endpoint.handle;
     endpoint.handle = nullptr;
-    CloseHandle(handle, force);
+    CloseHandle(handle);
   }
   // Sends still in flight keep pointers to their Op, not to the endpoint.
   endpoints_.erase(it);
@@ -687,11 +718,11 @@ void UcxTransport::DoDisconnect(EndpointId id) {
   failed_ids_.erase(id);
 }
 
-void UcxTransport::CloseHandle(ucp_ep_h handle, bool force) {
+void UcxTransport::CloseHandle(ucp_ep_h handle) {
   ucp_request_param_t param{};
   param.op_attr_mask =
       UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
-  param.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+  param.flags = UCP_EP_CLOSE_FLAG_FORCE;
   param.cb.send = &UcxTransport::OnCloseDone;
   param.user_data = this;
   const ucs_status_ptr_t request = ucp_ep_close_nbx(handle, &param);
@@ -729,7 +760,7 @@ void UcxTransport::FailEndpoint(Endpoint& endpoint, Status failure) {
   ucp_ep_h handle = endpoint.handle;
   endpoint.handle = nullptr;
   // UCX's rule for a failed endpoint: close it in force mode.
-  CloseHandle(handle, /*force=*/true);
+  CloseHandle(handle);
 }
 
 bool UcxTransport::RunCompletions() {
@@ -753,6 +784,12 @@ bool UcxTransport::RunCompletions() {
         bytes = op->is_send ? op->length : op->received;
       } else if (!op->override_error.ok()) {
         status = op->override_error;
+      } else if (!op->is_send && op->ucs_status == UCS_ERR_CANCELED && !op->cancel_requested) {
+        // Nobody here cancelled it: UCX dropped a rendezvous message that
+        // arrived on an endpoint already closed here (see the top of this
+        // file); its sender must reconnect.
+        status = Status::Unavailable(
+            "receive: the message came over an endpoint this side has closed (UCX dropped it)");
       } else {
         status = FromUcs(op->ucs_status, op->is_send ? "send" : "receive");
         // A truncated message's own length; UCX's length means nothing
@@ -778,6 +815,7 @@ void UcxTransport::Shutdown() {
   for (auto& [id, op] : ops_) {
     if (!op->completed) op->override_error = Status::Cancelled("transport is shutting down");
     if (!op->is_send && !op->completed && op->request != nullptr) {
+      op->cancel_requested = true;
       ucp_request_cancel(worker_, op->request);
     }
   }

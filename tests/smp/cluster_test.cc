@@ -342,5 +342,28 @@ TEST(ClusterTest, KillAtEachProtectionPointThenCatchUp) {
   }
 }
 
+// A member recording a round's Conclude (its catalog written, the step not
+// yet in its protections) must not take the step for one it lacks: the
+// chaos suite saw a rebuild start in that window and overwrite the record
+// the Conclude then made, leaking its parity segment.
+TEST(ClusterTest, AConcludeBeingRecordedIsNotTakenForALoss) {
+  if (!kFailpoints) GTEST_SKIP() << "holdfastd built without failpoints";
+  TestCluster cluster(Ec(2, 1));
+  // Each Conclude on n1 waits 1.5 s between its catalog write and taking
+  // effect; n1 polls its group every 100 ms meanwhile.
+  cluster.node(1).options().env["HOLDFAST_FAILPOINTS"] = "protect.after_record=sleep:1500";
+  ASSERT_TRUE(cluster.StartAll());
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 3, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 3));
+  ASSERT_TRUE(cluster.WaitHolds(1, "j", 3));
+  auto status = cluster.Status(1);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(status->cluster().versions_rebuilt(), 0u) << "n1 rebuilt a step it was recording";
+  EXPECT_EQ(cluster.node(1).Log().find("is protected by the group but not here"),
+            std::string::npos)
+      << "n1 started a rebuild of a step it was recording";
+  ASSERT_TRUE(cluster.Verify("j", 3, 3, kItemBytes));
+}
+
 }  // namespace
 }  // namespace holdfast::testing

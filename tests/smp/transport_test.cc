@@ -499,25 +499,56 @@ TEST_F(TransportPairTest, DisconnectCancelsSendsInFlight) {
   RoundTrip(63, RandomBytes(rng_, 3 << 20), 3 << 20);
 }
 
-TEST_F(TransportPairTest, DisconnectingAnIdleEndpointLeavesThePeerUsable) {
-  RoundTrip(64, RandomBytes(rng_, 1000), 1000);
-  a_->Disconnect(a_to_b_);  // nothing in flight: a graceful close
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  // b's own endpoint to a still carries messages both ways.
+// UCX pairs the endpoints two workers create to each other: a's first
+// endpoint to b and b's first to a are each other's remote end once a
+// rendezvous needed it. When one side closes its end, the other must fail,
+// not linger as a zombie whose rendezvous sends never complete (the cause of
+// a protection livelock the chaos suite found: every later round stalled on
+// such endpoints taken from the pool).
+TEST_F(TransportPairTest, DisconnectFailsThePeersPairedEndpointAndBothReconnect) {
+  RoundTrip(64, RandomBytes(rng_, 2 << 20), 2 << 20);  // a rendezvous a -> b pairs them
+  b_->Disconnect(b_to_a_);  // idle: nothing in flight
+  const auto until = Clock::now() + kTimeout;
+  while (!a_->Failed(a_to_b_) && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(a_->Failed(a_to_b_)) << "a's endpoint outlived its peer's end";
+
+  // A rendezvous on the failed endpoint fails at once instead of hanging;
+  // the receive posted for it is still there for a retry.
   const auto data = RandomBytes(rng_, 2 << 20);
   std::vector<uint8_t> buffer(data.size());
   Outcome sent, received;
-  a_->Recv(65, buffer.data(), buffer.size(), received.Callback());
-  b_->Send(b_to_a_, 65, data.data(), data.size(), sent.Callback());
+  b_->Recv(65, buffer.data(), buffer.size(), received.Callback());
+  a_->Send(a_to_b_, 65, data.data(), data.size(), sent.Callback());
   ASSERT_TRUE(sent.Wait());
+  EXPECT_TRUE(HasCode(sent.status(), StatusCode::kUnavailable)) << sent.status().ToString();
+  EXPECT_FALSE(received.Wait(std::chrono::milliseconds(100)));
+  a_->Disconnect(a_to_b_);
+
+  // New endpoints both ways carry messages, the pending receive included.
+  auto ab = a_->Connect(b_->address());
+  auto ba = b_->Connect(a_->address());
+  ASSERT_TRUE(IsOk(ab));
+  ASSERT_TRUE(IsOk(ba));
+  a_to_b_ = *ab;
+  b_to_a_ = *ba;
+  Outcome resent;
+  a_->Send(a_to_b_, 65, data.data(), data.size(), resent.Callback());
+  ASSERT_TRUE(resent.Wait());
   ASSERT_TRUE(received.Wait());
-  EXPECT_TRUE(IsOk(sent.status()));
-  EXPECT_TRUE(IsOk(received.status()));
+  EXPECT_TRUE(IsOk(resent.status()));
+  ASSERT_TRUE(IsOk(received.status())) << received.status().ToString();
   EXPECT_EQ(buffer, data);
-  auto again = a_->Connect(b_->address());
-  ASSERT_TRUE(IsOk(again));
-  a_to_b_ = *again;
-  RoundTrip(66, RandomBytes(rng_, 2 << 20), 2 << 20);
+  std::vector<uint8_t> back(data.size());
+  Outcome back_sent, back_received;
+  a_->Recv(66, back.data(), back.size(), back_received.Callback());
+  b_->Send(b_to_a_, 66, data.data(), data.size(), back_sent.Callback());
+  ASSERT_TRUE(back_sent.Wait());
+  ASSERT_TRUE(back_received.Wait());
+  EXPECT_TRUE(IsOk(back_sent.status()));
+  EXPECT_TRUE(IsOk(back_received.status()));
+  EXPECT_EQ(back, data);
 }
 
 TEST_F(TransportPairTest, ConnectRejectsGarbageAddresses) {
