@@ -1,5 +1,6 @@
 // ClusterNode: peers, the Peer service, the coordinator and the restore
 // point. See cluster_node.h and docs/cluster.md.
+#include "core/failpoint.h"
 #include "protect/cluster_node.h"
 
 #include <spdlog/spdlog.h>
@@ -568,6 +569,7 @@ grpc::Status ClusterNode::Protect(grpc::ServerContext* ctx, const v1::ProtectReq
 grpc::Status ClusterNode::Conclude(grpc::ServerContext* ctx, const v1::ConcludeRequest* req,
                                    v1::ConcludeResponse*) {
   if (Status s = CheckCaller(ctx, req->from_node()); !s.ok()) return Refuse(s);
+  HOLDFAST_FAILPOINT("protect.conclude_received");
   return ToGrpcStatus(RecordProtected(*req));
 }
 

@@ -156,6 +156,10 @@ class ClusterNode final : public v1::Peer::Service {
     std::shared_ptr<Segment> parity;
     bool pinned = false;
     std::chrono::steady_clock::time_point finished;
+    // When this node first saw k other members hold the step (they got
+    // their Conclude): this one's is then overdue after rpc_timeout (the
+    // coordinator died, or its call failed) and a rebuild may record it.
+    std::optional<std::chrono::steady_clock::time_point> others_hold_since;
   };
 
   struct Peer {
@@ -229,9 +233,11 @@ class ClusterNode final : public v1::Peer::Service {
                               std::optional<int64_t> assume_protected);
   void MaybeRebuild(const std::vector<std::optional<v1::GroupStateResponse>>& states);
   // The newest step of `job` protected here (-1: none), and whether a round
-  // of it is under way here (running, awaiting its Conclude, or being
-  // recorded): then a step missing here is not a loss. Caller holds mu_.
-  std::pair<int64_t, bool> ProtectedHereLocked(const std::string& job) const;
+  // of it is under way here (running, awaiting a Conclude not yet overdue,
+  // or being recorded): then a step missing here is not a loss. `held`:
+  // step -> the other members that hold it. Caller holds mu_.
+  std::pair<int64_t, bool> ProtectedHereLocked(const std::string& job,
+                                               const std::map<int64_t, ec::NodeMask>& held);
 
   // ---- member roles (member_roles.cc) ----
   // `cancelled` says the coordinator abandoned the round.

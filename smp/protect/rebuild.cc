@@ -505,9 +505,18 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
   if (Status s = catalog_->Apply(batch); !s.ok()) return release(s.WithContext("catalog"));
   if (parity.valid()) p.parity = std::make_shared<Segment>(std::move(parity));
   p.pinned = sizes[me] > 0;
+  std::vector<PendingRound> superseded;  // this step's rounds whose Conclude never came
   {
     std::lock_guard lock(mu_);
     protections_[{job_id, step}] = std::move(p);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second.job_id == job_id && it->second.step == step) {
+        superseded.push_back(std::move(it->second));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
     ++versions_rebuilt_;
     RebuildProgress& rp = rebuild_progress_;
     rp.bytes_done = rp.bytes_total;
@@ -515,6 +524,11 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
     rp.last_finished_us = NowMicros();
     rp.micros += static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+  }
+  recording.unlock();
+  for (PendingRound& pr : superseded) {
+    if (pr.parity) OnLoop([&] { manager_->FreeSegment(*pr.parity); return 0; });
+    if (pr.pinned) OnLoop([&] { manager_->UnpinVersion(job_id, step); return 0; });
   }
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   spdlog::info("rebuilt job {} step {}: {} chunks, {:.1f} MiB read from survivors in {:.3f} s "
@@ -524,13 +538,25 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
   return Status::Ok();
 }
 
-std::pair<int64_t, bool> ClusterNode::ProtectedHereLocked(const std::string& job) const {
+std::pair<int64_t, bool> ClusterNode::ProtectedHereLocked(
+    const std::string& job, const std::map<int64_t, ec::NodeMask>& held) {
+  const int k = options_.config.code.mode == CodeSpec::Mode::kErasure ? options_.config.code.k : 1;
+  const auto now = Clock::now();
   int64_t mine = -1;
   bool busy = false;
   for (const auto& [key, p] : protections_) {
     if (key.first == job) mine = std::max(mine, key.second);
   }
-  for (const auto& [id, pr] : pending_) busy = busy || pr.job_id == job;
+  for (auto& [id, pr] : pending_) {
+    if (pr.job_id != job) continue;
+    auto it = held.find(pr.step);
+    if (it != held.end() && std::popcount(it->second) >= k) {
+      if (!pr.others_hold_since) pr.others_hold_since = now;
+      // Its Conclude is overdue: the coordinator died or its call failed.
+      if (now - *pr.others_hold_since > options_.rpc_timeout) continue;
+    }
+    busy = true;
+  }
   for (const auto& key : protecting_) busy = busy || key.first == job;
   for (const auto& key : recording_) busy = busy || key.first == job;
   return {mine, busy};
@@ -557,7 +583,7 @@ void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateRes
     RebuildProgress& rp = rebuild_progress_;
     rp.compared = true;
     for (const auto& [job, steps] : holders) {
-      const auto [mine, busy] = ProtectedHereLocked(job);
+      const auto [mine, busy] = ProtectedHereLocked(job, steps);
       if (busy) continue;  // a round of it in progress: not a loss
       rp.missing.erase(job);
       rp.lost.erase(job);
@@ -584,7 +610,7 @@ void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateRes
     bool busy = false;
     {
       std::lock_guard lock(mu_);
-      std::tie(mine, busy) = ProtectedHereLocked(job);
+      std::tie(mine, busy) = ProtectedHereLocked(job, steps);
     }
     if (busy) continue;
     for (auto it = steps.rbegin(); it != steps.rend(); ++it) {

@@ -365,5 +365,35 @@ TEST(ClusterTest, AConcludeBeingRecordedIsNotTakenForALoss) {
   ASSERT_TRUE(cluster.Verify("j", 3, 3, kItemBytes));
 }
 
+// A member whose Conclude never comes (the coordinator died between its
+// calls, or the call failed) holds the round's parity and pinned data, and
+// used to count the round as under way until it expired (2 x round_timeout,
+// 4 minutes): no rebuild meanwhile, and the restore point stuck below the
+// step (chaos finding 4). Once k other members hold the step for longer than
+// a control call may take, it rebuilds what it lacks instead.
+TEST(ClusterTest, AMemberWhoseConcludeNeverComesCatchesUpByRebuilding) {
+  if (!kFailpoints) GTEST_SKIP() << "holdfastd built without failpoints";
+  TestCluster cluster(Ec(2, 1));
+  const auto delay = Scaled(10s);
+  cluster.node(2).options().env["HOLDFAST_FAILPOINTS"] =
+      "protect.conclude_received=sleep:" + std::to_string(delay.count());
+  ASSERT_TRUE(cluster.StartAll());
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
+  ASSERT_TRUE(cluster.WaitHolds(2, "j", 1, Scaled(8s)));
+  const auto held_after = std::chrono::steady_clock::now() - t0;
+  std::printf("[  INFO    ] n2 held step 1 after %.1f s; its Conclude was held back %.0f s\n",
+              std::chrono::duration<double>(held_after).count(),
+              std::chrono::duration<double>(delay).count());
+  EXPECT_LT(held_after, delay);
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 1, Scaled(8s)));
+  EXPECT_NE(cluster.node(2).Log().find("rebuilt job j step 1"), std::string::npos);
+  ASSERT_TRUE(cluster.Verify("j", 3, 1, kItemBytes));
+  // The late Conclude changes nothing; the next step is protected as usual.
+  ASSERT_TRUE(cluster.Save("j", 3, 2, 2, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 2, Scaled(30s)));
+  ASSERT_TRUE(cluster.Verify("j", 3, 2, kItemBytes));
+}
+
 }  // namespace
 }  // namespace holdfast::testing
