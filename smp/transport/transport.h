@@ -15,6 +15,8 @@
 // Failures: endpoints use peer error handling, so a send to a peer that died
 // completes with UNAVAILABLE instead of hanging. A receive from a dead peer
 // never completes by itself: its owner cancels it (Cancel) after a deadline.
+// A receive matched by a message that arrived on an endpoint this side had
+// already closed completes with UNAVAILABLE (UCX drops such a message).
 //
 // Threading: every method is safe to call from any thread. Completion
 // callbacks run on the progress thread, never inside the calling method;
@@ -73,6 +75,10 @@ class Transport {
   // address gives two endpoints; callers keep one per peer incarnation.
   virtual Result<EndpointId> Connect(const std::string& worker_address) = 0;
   // Closes an endpoint; its sends still in flight complete with CANCELLED.
+  // The peer's endpoint paired with it (UCX pairs the endpoints two workers
+  // open to each other) fails too, within milliseconds or at the next
+  // keepalive (1 s): the close is always forced, because a graceful one
+  // would leave the peer's end a zombie that silently drops rendezvous.
   virtual void Disconnect(EndpointId endpoint) = 0;
   // True once UCX reported the endpoint's peer failed (reset, timeout): the
   // endpoint is dead for good, every later send on it fails at once; its
