@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,9 +50,22 @@ def find(build: str, name: str) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 free a moment ago, drawn below the kernel's ephemeral range so
+    that no outgoing connection (of this demo or of anything running alongside) takes it before
+    the rank that listens on it binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    for _ in range(1000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", random.randrange(10000, max(11000, ephemeral_low))))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise SystemExit("demo: found no free TCP port on 127.0.0.1")
 
 
 class Job:

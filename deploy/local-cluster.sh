@@ -76,12 +76,29 @@ tools() {
   [[ -n "$cli" ]] || die "no holdfast CLI found${bin:+ under $bin} (target holdfast)"
 }
 
-free_ports() {  # free_ports COUNT: COUNT distinct TCP ports free on 127.0.0.1 right now
+# free_ports COUNT: COUNT distinct TCP ports free on 127.0.0.1 right now, drawn below the
+# kernel's ephemeral range: a node restarted later binds its port again, and an outgoing
+# connection must not have taken it as its source port meanwhile.
+free_ports() {
   /usr/bin/python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
+import random, socket, sys
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        high = max(11000, int(f.read().split()[0]))
+except (OSError, ValueError, IndexError):
+    high = 32768
+socks = []
+for _ in range(1000):
+    if len(socks) == int(sys.argv[1]):
+        break
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randrange(10000, high)))
+        socks.append(s)
+    except OSError:
+        s.close()
+if len(socks) < int(sys.argv[1]):
+    sys.exit("local-cluster: not enough free TCP ports on 127.0.0.1")
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }

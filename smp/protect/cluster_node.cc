@@ -540,10 +540,7 @@ grpc::Status ClusterNode::Protect(grpc::ServerContext* ctx, const v1::ProtectReq
       }
     }
   }
-  for (PendingRound& pr : dead) {
-    if (pr.parity) OnLoop([&] { manager_->FreeSegment(*pr.parity); return 0; });
-    if (pr.pinned) OnLoop([&] { manager_->UnpinVersion(pr.job_id, pr.step); return 0; });
-  }
+  for (const PendingRound& pr : dead) ReleasePendingRound(pr);
   {
     std::lock_guard lock(mu_);
     for (const auto& running : protecting_) {

@@ -250,6 +250,9 @@ class ClusterNode final : public v1::Peer::Service {
   // that `keep` does not name and that are older than `step`.
   Status RecordProtected(const v1::ConcludeRequest& req);
   void FreeProtection(Protection p, const Key& key);
+  // Frees a round's parity and unpins its data: the round expired, was not
+  // protected, or a rebuild or a job's end superseded it. Not under mu_.
+  void ReleasePendingRound(const PendingRound& pr);
   void ExpirePendingRounds();
 
   // ---- verify (verify_chunks.cc) ----

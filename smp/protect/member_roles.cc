@@ -490,8 +490,7 @@ Status ClusterNode::RecordProtected(const v1::ConcludeRequest& req) {
   if (!req.protected_()) {
     recorded();
     recording.unlock();
-    if (pr.parity) OnLoop([&] { manager_->FreeSegment(*pr.parity); return 0; });
-    if (pr.pinned) OnLoop([&] { manager_->UnpinVersion(key.first, key.second); return 0; });
+    ReleasePendingRound(pr);
     return Status::Ok();
   }
   Protection p;
@@ -579,9 +578,13 @@ void ClusterNode::ExpirePendingRounds() {
   for (PendingRound& pr : expired) {
     spdlog::warn("round for job {} step {} was never concluded; freeing its parity", pr.job_id,
                  pr.step);
-    if (pr.parity) OnLoop([&] { manager_->FreeSegment(*pr.parity); return 0; });
-    if (pr.pinned) OnLoop([&] { manager_->UnpinVersion(pr.job_id, pr.step); return 0; });
+    ReleasePendingRound(pr);
   }
+}
+
+void ClusterNode::ReleasePendingRound(const PendingRound& pr) {
+  if (pr.parity) OnLoop([&] { manager_->FreeSegment(*pr.parity); return 0; });
+  if (pr.pinned) OnLoop([&] { manager_->UnpinVersion(pr.job_id, pr.step); return 0; });
 }
 
 }  // namespace holdfast::smp

@@ -526,10 +526,7 @@ Status ClusterNode::Rebuild(const v1::ProtectionRecord& manifest, ec::NodeMask h
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
   }
   recording.unlock();
-  for (PendingRound& pr : superseded) {
-    if (pr.parity) OnLoop([&] { manager_->FreeSegment(*pr.parity); return 0; });
-    if (pr.pinned) OnLoop([&] { manager_->UnpinVersion(job_id, step); return 0; });
-  }
+  for (const PendingRound& pr : superseded) ReleasePendingRound(pr);
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   spdlog::info("rebuilt job {} step {}: {} chunks, {:.1f} MiB read from survivors in {:.3f} s "
                "({:.2f} GB/s); {}",

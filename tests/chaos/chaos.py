@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import random
-import select
 import shutil
 import signal
 import subprocess
@@ -138,73 +137,13 @@ class Writer:
         return f"committed {self.step} " in self.out
 
 
-class StatusClient:
-    """One long-lived `holdfast_status_json --serve`: GetStatus over channels kept open. The
-    driver polls every 50 ms while it waits for the cluster to settle; a process start and a new
-    gRPC channel per node and poll cost about a third of the suite's CPU."""
-
-    LINE_TIMEOUT = 10.0  # the helper's own deadline is 2 s a question
-
-    def __init__(self) -> None:
-        self.proc: Optional[subprocess.Popen] = None
-        self.pending = b""  # read from the helper, not yet a whole line
-
-    def _line(self) -> bytes:
-        while b"\n" not in self.pending:
-            ready, _, _ = select.select([self.proc.stdout], [], [], self.LINE_TIMEOUT)
-            if not ready:
-                raise OSError("holdfast_status_json --serve did not answer")
-            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
-            if not chunk:
-                raise OSError("holdfast_status_json --serve exited")
-            self.pending += chunk
-        line, self.pending = self.pending.split(b"\n", 1)
-        return line
-
-    def ask(self, sockets: Dict[int, str]) -> Dict[int, dict]:
-        if not sockets:
-            return {}
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = subprocess.Popen([hd.STATUS_JSON, "--serve"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                         bufsize=0)
-            self.pending = b""
-        out = {}
-        try:
-            self.proc.stdin.write("".join(f"{path}\n" for path in sockets.values()).encode())
-            self.proc.stdin.flush()
-            for i in sockets:
-                answer = json.loads(self._line())
-                if "error" not in answer:
-                    out[i] = answer
-        except OSError:
-            self.close()  # started again at the next question
-            return {}
-        return out
-
-    def close(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-        self.pending = b""
-
-
 class Chaos:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.seed = args.seed
         self.rng = random.Random(self.seed)
         self.cluster: Optional[hd.Cluster] = None
-        self.status_client = StatusClient()
+        self.status_client = hd.StatusClient()
         self.net = None
         self.netns_note = ""
         self.epoch = -1            # cluster generation; a new cluster after more than m losses

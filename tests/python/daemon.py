@@ -18,6 +18,8 @@ import atexit
 import ctypes
 import json
 import os
+import random
+import select
 import shutil
 import signal
 import socket
@@ -87,11 +89,32 @@ def failed(test: unittest.TestCase) -> bool:
 
 
 def free_ports(count: int) -> list:
-    """`count` different TCP ports on 127.0.0.1 that were free a moment ago."""
-    socks = [socket.socket() for _ in range(count)]
+    """`count` different TCP ports on 127.0.0.1 that were free a moment ago.
+
+    Drawn at random below the kernel's ephemeral range, so an outgoing
+    connection of a test running alongside cannot take one before the daemon
+    binds it; all are held bound until the set is complete, so none repeats
+    (the C++ harness's FreePorts does the same)."""
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low, high = 10000, max(11000, ephemeral_low)
+    socks = []
+    try:
+        for _ in range(100 * count):
+            if len(socks) == count:
+                break
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", random.randrange(low, high)))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        if len(socks) < count:
+            raise RuntimeError(f"found {len(socks)} of {count} free ports")
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
@@ -106,6 +129,67 @@ def _die_with_parent() -> None:
     # Runs in the child between fork and exec; the setting survives exec (also through
     # `ip netns exec`, which execs the command in place).
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class StatusClient:
+    """One long-lived `holdfast_status_json --serve`: GetStatus over channels kept open, for
+    callers that poll many daemons often (the chaos driver polls every 50 ms while it waits for
+    the cluster to settle; a process start and a new gRPC channel per node and poll cost about a
+    third of that suite's CPU). `ask` answers for the daemons that answered; it never raises."""
+
+    LINE_TIMEOUT = 10.0  # the helper's own deadline is 2 s a question
+
+    def __init__(self) -> None:
+        self.proc: Optional[subprocess.Popen] = None
+        self.pending = b""  # read from the helper, not yet a whole line
+
+    def _line(self) -> bytes:
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([self.proc.stdout], [], [], self.LINE_TIMEOUT)
+            if not ready:
+                raise OSError("holdfast_status_json --serve did not answer")
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                raise OSError("holdfast_status_json --serve exited")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return line
+
+    def ask(self, sockets: dict[int, str]) -> dict[int, dict]:
+        if not sockets:
+            return {}
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen([STATUS_JSON, "--serve"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         bufsize=0)
+            self.pending = b""
+        out = {}
+        try:
+            self.proc.stdin.write("".join(f"{path}\n" for path in sockets.values()).encode())
+            self.proc.stdin.flush()
+            for i in sockets:
+                answer = json.loads(self._line())
+                if "error" not in answer:
+                    out[i] = answer
+        except OSError:
+            self.close()  # started again at the next question
+            return {}
+        return out
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        self.pending = b""
 
 
 class Daemon:

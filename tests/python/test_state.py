@@ -426,6 +426,23 @@ class MaliciousSkeletonTest(unittest.TestCase):
             with self.subTest(target=target):
                 self.assertRejected(pickle.dumps(target, protocol=4))
 
+    def test_builtins_only_with_the_arguments_of_their_pickles(self):
+        # tests/fuzz/python_state_fuzz.cc: REDUCE of builtins.bytearray with an int allocated
+        # what the int said (2 GiB for a few bytes), and set() over it ran past the fuzzer's
+        # timeout. Each allowed builtin now accepts only what its own pickle passes it.
+        def call(name: str, args: tuple) -> bytes:
+            return (b"\x80\x04\x8c\x08builtins\x94\x8c" + bytes([len(name)]) + name.encode()
+                    + b"\x94\x93\x94" + pickle.dumps(args, protocol=4)[2:-1] + b"R.")
+        for name, args in (("bytearray", (10**9,)), ("bytearray", ([1, 2],)),
+                           ("bytearray", ("text", "latin-1")), ("complex", ("1+2j",)),
+                           ("set", (b"abc",)), ("frozenset", ({1: 2},)), ("set", ([1], [2]))):
+            with self.subTest(name=name, args=args):
+                self.assertRejected(call(name, args))
+        for value in (bytearray(b"ab"), bytearray(), complex(1, -2.5), {1, 2}, frozenset({3})):
+            for protocol in (3, 4):
+                with self.subTest(value=value, protocol=protocol):
+                    self.assertEqual(unflatten(pickle.dumps(value, protocol=protocol), {}), value)
+
     def test_namedtuple_of_unimported_module(self):
         # Protocol 0: GLOBAL of a module nobody imported, called with (1, 2).
         self.assertRejected(b"choldfast_not_imported\nPair\n(I1\nI2\ntR.")

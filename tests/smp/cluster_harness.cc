@@ -1,7 +1,5 @@
 #include "cluster_harness.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -16,23 +14,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 int g_clusters = 0;
 
 }  // namespace
@@ -46,7 +27,7 @@ TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) 
   fs::create_directories(root_, ec);
   cluster_file_ = root_ + "/cluster.yaml";
   pki_ = root_ + "/pki";
-  for (int i = 0; i < 2 * options_.nodes; ++i) ports_.push_back(FreePort());
+  ports_ = FreePorts(2 * options_.nodes);
   WriteClusterFile(ClusterFileText(), cluster_file_);
   for (int i = 0; i < options_.nodes; ++i) {
     DaemonOptions d;

@@ -7,8 +7,6 @@
 // certificate may not.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -61,22 +59,6 @@ grpc::Status GetStatus(v1::Admin::Stub& stub, v1::GetStatusResponse* resp) {
   return stub.GetStatus(&ctx, v1::GetStatusRequest(), resp);
 }
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 // Node i runs with a copy of the cluster file that puts its control
 // address at a new port; returns that address.
 std::string MoveNode(TestCluster& cluster, int i);
@@ -94,7 +76,7 @@ void SetArg(TestCluster& cluster, int i, const std::string& flag, const std::str
 }
 
 std::string MoveNode(TestCluster& cluster, int i) {
-  const std::string address = "127.0.0.1:" + std::to_string(FreePort());
+  const std::string address = "127.0.0.1:" + std::to_string(FreePorts(1)[0]);
   std::string text = cluster.ClusterFileText();
   text.replace(text.find(cluster.ControlAddress(i)), cluster.ControlAddress(i).size(), address);
   const std::string file = cluster.cluster_file() + ".moved-" + TestCluster::NodeId(i);

@@ -1,9 +1,11 @@
 #include "harness.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -118,6 +120,38 @@ std::string Tail(const std::string& text, size_t max_bytes) {
 }  // namespace
 
 uint64_t TestSeed() { return SuiteSeed(); }
+
+std::vector<int> FreePorts(int count) {
+  int ephemeral_low = 32768;
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> ephemeral_low;
+  const int low = 10000;
+  const int high = std::max(low + 1000, ephemeral_low);  // [low, high)
+  std::random_device entropy;
+  std::mt19937 rng(entropy());
+  std::uniform_int_distribution<int> draw(low, high - 1);
+  std::vector<int> fds;
+  std::vector<int> ports;
+  for (int attempt = 0; static_cast<int>(ports.size()) < count && attempt < 100 * count; ++attempt) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) break;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(draw(rng)));
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      fds.push_back(fd);
+      ports.push_back(ntohs(addr.sin_port));
+    } else {
+      close(fd);
+    }
+  }
+  for (const int fd : fds) close(fd);
+  if (static_cast<int>(ports.size()) < count) {
+    std::cerr << "FreePorts: found " << ports.size() << " of " << count << " free ports\n";
+    std::abort();
+  }
+  return ports;
+}
 
 std::mt19937_64 TestRng() {
   const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();

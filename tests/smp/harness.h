@@ -74,6 +74,13 @@ int Trials(int ci_default);
 // Deadlines scale with the sanitizers' slowdown.
 std::chrono::milliseconds Scaled(std::chrono::milliseconds base);
 
+// `count` different TCP ports on 127.0.0.1 that were free a moment ago,
+// drawn at random below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), so no outgoing connection of a test running
+// alongside can take one before the daemon binds it. All are held bound until
+// the set is complete, so no port appears twice.
+std::vector<int> FreePorts(int count);
+
 // ---- child processes ---------------------------------------------------------
 
 // How a child ended.

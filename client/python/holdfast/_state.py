@@ -42,12 +42,13 @@ that resolves only: the containers and scalars above, ``collections.OrderedDict`
 class that is a tuple subclass with ``_fields`` and ``_make``, found by attribute lookup (no dunder
 names) in a module that is already imported: the unpickler never imports modules, so import the
 module defining a namedtuple before loading a state that holds one. Anything else raises
-``pickle.UnpicklingError``.
+``pickle.UnpicklingError``. The builtins a skeleton may call (bytearray, complex, set, frozenset)
+accept only the arguments their pickles carry, so unpickling takes memory and time bounded by the
+skeleton's length: ``bytearray(10**9)`` in a skeleton is refused, not allocated.
 """
 
 from __future__ import annotations
 
-import builtins
 import collections
 import io
 import pickle
@@ -107,7 +108,6 @@ _PLAIN_TYPES = frozenset(
      torch.Size}
 )
 # Builtins a protocol-4 pickle of the plain values above refers to by name.
-_SAFE_BUILTINS = frozenset({"complex", "bytearray", "set", "frozenset"})
 _PICKLE_PROTOCOL = 4
 
 # What the unpickler raises for a truncated or garbled pickle besides UnpicklingError (the pickle
@@ -342,6 +342,48 @@ def _find_loaded_class(module: str, qualname: str) -> Any:
     return obj
 
 
+def _skeleton_bytearray(*args: Any) -> bytearray:
+    """builtins.bytearray as a skeleton may call it: with the bytes it holds (how protocol 4
+    pickles one), never with a size or an iterable, which would let a few bytes of skeleton ask
+    for gigabytes or minutes of work (found by tests/fuzz/python_state_fuzz.cc)."""
+    if not args:
+        return bytearray()
+    if len(args) == 1 and type(args[0]) is bytes:
+        return bytearray(args[0])
+    raise pickle.UnpicklingError("holdfast skeleton calls bytearray with other arguments than "
+                                 "its bytes")
+
+
+def _skeleton_complex(*args: Any) -> complex:
+    """builtins.complex as a skeleton may call it: with its real and imaginary parts."""
+    if len(args) <= 2 and all(type(a) in (int, float) for a in args):
+        return complex(*args)
+    raise pickle.UnpicklingError("holdfast skeleton calls complex with other arguments than "
+                                 "two numbers")
+
+
+def _skeleton_set(kind: type) -> Callable[..., Any]:
+    """builtins.set / frozenset as a skeleton may call them (protocol 3 pickles sets so):
+    with a list or tuple the skeleton holds, so the work is bounded by its length."""
+    def build(*args: Any) -> Any:
+        if not args:
+            return kind()
+        if len(args) == 1 and type(args[0]) in (list, tuple):
+            return kind(args[0])
+        raise pickle.UnpicklingError(f"holdfast skeleton calls {kind.__name__} with other "
+                                     "arguments than a list of its items")
+    return build
+
+
+# The builtins a skeleton may call, each checking its arguments.
+_SAFE_BUILTINS: dict[str, Callable[..., Any]] = {
+    "bytearray": _skeleton_bytearray,
+    "complex": _skeleton_complex,
+    "set": _skeleton_set(set),
+    "frozenset": _skeleton_set(frozenset),
+}
+
+
 class _Unpickler(pickle.Unpickler):
     """Unpickles a skeleton, turning each TensorRef into a tensor placed per map_location."""
 
@@ -356,7 +398,7 @@ class _Unpickler(pickle.Unpickler):
         if module == __name__ and name == "TensorRef":
             return self._restore
         if module == "builtins" and name in _SAFE_BUILTINS:
-            return getattr(builtins, name)
+            return _SAFE_BUILTINS[name]
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
         if module == "torch":
