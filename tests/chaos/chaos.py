@@ -4,6 +4,12 @@ node (holdfast_snapshot_tool), faults injected at random times and at named fail
 invariants of docs/reliability-chaos.md checked after every fault.
 
     chaos.py [--trials N] [--seed S] [--json PATH] [--netns auto|on|off] [--keep-going]
+             [--jobs J]
+
+--jobs J runs J drivers side by side, each its own cluster (and namespaces), with the trials
+split between them and seeds drawn from S; the summary adds theirs up and each violation's replay
+names its driver's seed. Trials are mostly single-threaded waits on short-lived processes, so two
+drivers on two cores do almost twice the trials per hour (docs/reliability-chaos.md).
 
 Binaries come from the environment as for tests/python (HOLDFAST_HOLDFASTD, HOLDFAST_SNAPSHOT_TOOL,
 HOLDFAST_STATUS_JSON, HOLDFAST_CLI); ctest sets them. HOLDFAST_CHAOS_TRIALS and
@@ -914,6 +920,97 @@ class Chaos:
             self.net.delete()
 
 
+def run_jobs(args: argparse.Namespace) -> int:
+    """--jobs: `args.jobs` drivers in parallel, one summary."""
+    seeds = random.Random(args.seed)
+    tmp = tempfile.mkdtemp(prefix="holdfast-chaos-jobs-")
+    children = []
+    t0 = now()
+    for j in range(args.jobs):
+        trials = args.trials // args.jobs + (1 if j < args.trials % args.jobs else 0)
+        seed = seeds.getrandbits(32)
+        out = os.path.join(tmp, f"driver{j}.json")
+        cmd = [sys.executable, "-X", "faulthandler", os.path.abspath(__file__), "--trials",
+               str(trials), "--seed", str(seed), "--json", out, "--netns", args.netns,
+               "--resource-every", str(args.resource_every)]
+        cmd += ["--keep-going"] if args.keep_going else []
+        cmd += ["--verbose"] if args.verbose else []
+        cmd += ["--artifacts", args.artifacts] if args.artifacts else []
+        for kind in args.skip:
+            cmd += ["--skip", kind]
+        print(f"chaos: driver {j}: seed {seed}, {trials} trials", file=sys.stderr, flush=True)
+        children.append((seed, out, subprocess.Popen(cmd)))
+    signal.signal(signal.SIGTERM, lambda *_: [c.terminate() for _, _, c in children])
+    codes = []
+    for _, _, child in children:
+        while True:
+            try:
+                codes.append(child.wait())
+                break
+            except KeyboardInterrupt:
+                for _, _, c in children:
+                    c.terminate()
+    parts = []
+    for seed, out, _ in children:
+        try:
+            with open(out, encoding="utf-8") as f:
+                parts.append(json.load(f))
+        except (OSError, ValueError) as e:
+            print(f"chaos: driver with seed {seed} left no summary ({e})", file=sys.stderr)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def added(key: str) -> dict:
+        total: Dict[str, int] = {}
+        for part in parts:
+            for k, v in part[key].items():
+                total[k] = total.get(k, 0) + v
+        return dict(sorted(total.items()))
+
+    trials = sum(p["trials"] for p in parts)
+    per_kind: Dict[str, List[float]] = {}
+    for part in parts:
+        for kind, secs in part["seconds_per_trial"].items():
+            n = part["faults"].get(kind, 0)
+            acc = per_kind.setdefault(kind, [0.0, 0])
+            acc[0] += secs * n
+            acc[1] += n
+    s = {
+        "seed": args.seed, "jobs": args.jobs, "driver_seeds": [p["seed"] for p in parts],
+        "trials": trials, "trials_planned": args.trials,
+        "interrupted": any(p["interrupted"] for p in parts) or len(parts) < args.jobs,
+        "wall_seconds": round(now() - t0, 1),
+        "netns": all(p["netns"] for p in parts) if parts else False,
+        "netns_note": "; ".join(sorted({p["netns_note"] for p in parts if p["netns_note"]})),
+        "faults": added("faults"), "invariant_checks": sum(p["invariant_checks"] for p in parts),
+        "checks": added("checks"), "outcomes": added("outcomes"),
+        "clusters": sum(p["clusters"] for p in parts),
+        "seconds_per_trial": {k: round(v[0] / v[1], 2) for k, v in sorted(per_kind.items())
+                              if v[1]},
+        "daemon_resources": {f"driver{j}": p["daemon_resources"] for j, p in enumerate(parts)},
+        "violations": [v for p in parts for v in p["violations"]],
+    }
+    write_summary(args, s)
+    if any(c == 2 for c in codes) and not parts:
+        return 2
+    return 0 if not s["violations"] and all(c == 0 for c in codes) else 1
+
+
+def write_summary(args: argparse.Namespace, s: dict) -> None:
+    text = json.dumps(s, indent=2)
+    if args.json == "-":
+        print(text)
+    elif args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    print(f"chaos summary: seed {s['seed']}, {s['trials']} trials"
+          f"{' (interrupted)' if s['interrupted'] else ''} in {s['wall_seconds']} s, "
+          f"faults {s['faults']}, {s['invariant_checks']} invariant checks, "
+          f"{len(s['violations'])} violations; netns "
+          f"{'on' if s['netns'] else 'off: ' + s['netns_note']}", file=sys.stderr)
+    if s["violations"]:
+        print(f"chaos: replay with: {s['violations'][0]['replay']}", file=sys.stderr)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=int(os.environ.get("HOLDFAST_CHAOS_TRIALS",
@@ -932,6 +1029,8 @@ def main() -> int:
     p.add_argument("--skip", metavar="KIND", action="append", default=[], choices=sorted(KINDS),
                    help="leave this fault kind out of the schedule (repeatable)")
     p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="drivers side by side, each with its own cluster (trials split)")
     args = p.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().getrandbits(32)
@@ -941,6 +1040,8 @@ def main() -> int:
     if why:
         print(f"chaos: cannot run: {why}", file=sys.stderr)
         return 2
+    if args.jobs > 1:
+        return run_jobs(args)
     chaos = Chaos(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
     rc = 2
@@ -959,20 +1060,7 @@ def main() -> int:
         rc = 1
     finally:
         chaos.close()
-    s = chaos.summary()
-    text = json.dumps(s, indent=2)
-    if args.json == "-":
-        print(text)
-    elif args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-    print(f"chaos summary: seed {s['seed']}, {s['trials']} trials"
-          f"{' (interrupted)' if s['interrupted'] else ''} in {s['wall_seconds']} s, "
-          f"faults {s['faults']}, {s['invariant_checks']} invariant checks, "
-          f"{len(s['violations'])} violations; netns "
-          f"{'on' if s['netns'] else 'off: ' + s['netns_note']}", file=sys.stderr)
-    if s["violations"]:
-        print(f"chaos: replay with: {s['violations'][0]['replay']}", file=sys.stderr)
+    write_summary(args, chaos.summary())
     return rc
 
 
