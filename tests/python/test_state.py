@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import math
 import os
 import pickle
@@ -11,6 +12,7 @@ import tempfile
 import typing
 import unittest
 import warnings
+import weakref
 
 import numpy as np
 import torch
@@ -483,6 +485,34 @@ class FlattenErrorTest(unittest.TestCase):
 class UnflattenErrorTest(unittest.TestCase):
     def setUp(self):
         self.items, self.skeleton = flatten({"w": torch.zeros(2, 3)})
+
+    def test_nothing_outlives_unflatten(self):
+        # tests/fuzz/python_state_fuzz.cc: CPython's unpickler hides its memo from the garbage
+        # collector, and the memo held a bound method of the unpickler: every unflatten leaked
+        # the unpickler with every object of the skeleton, the restored state included (the
+        # fuzzer's memory grew by ~17 KiB an input). A restored state must go when dropped,
+        # also after a skeleton that fails half way.
+        import holdfast._state as state_module
+        restorers = []
+        real_init = state_module._Restorer.__init__
+
+        def tracked_init(restorer, *args, **kwargs):
+            real_init(restorer, *args, **kwargs)
+            restorers.append(weakref.ref(restorer))
+        state_module._Restorer.__init__ = tracked_init
+        self.addCleanup(setattr, state_module._Restorer, "__init__", real_init)
+        tensors = {"t/0": torch.zeros(2, 3)}
+        _, with_parameter = flatten({"p": torch.nn.Parameter(torch.zeros(2, 3)), "n": [1, 2]})
+        state = unflatten(with_parameter, tensors)
+        parameter = weakref.ref(state["p"])
+        del state
+        with self.assertRaises(ValueError):
+            unflatten(self.skeleton, {})  # fails in the middle: its item is missing
+        gc.collect()
+        self.assertEqual(len(restorers), 2)
+        self.assertIsNone(parameter(), "the restored state outlived unflatten")
+        self.assertEqual([r for r in restorers if r() is not None], [],
+                         "an unpickler outlived unflatten")
 
     def test_missing_item(self):
         with self.assertRaisesRegex(ValueError, "t/0"):

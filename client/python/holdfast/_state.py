@@ -390,13 +390,16 @@ class _Unpickler(pickle.Unpickler):
     def __init__(self, skeleton: bytes, tensors: dict[str, torch.Tensor],
                  map_location: MapLocation) -> None:
         super().__init__(io.BytesIO(skeleton))
-        self._tensors = tensors
-        self._map_location = map_location
-        self._placed: dict[str, torch.Tensor] = {}  # item name -> its first restored tensor
+        # find_class hands out the restorer's bound method, and the unpickler keeps it in its
+        # memo. CPython's unpickler does not show its memo to the garbage collector, so a bound
+        # method of the unpickler itself there would make a cycle nothing frees: every unflatten
+        # would leak the unpickler and all the skeleton's objects (the restored state with them;
+        # found by tests/fuzz/python_state_fuzz.cc, whose memory grew with every input).
+        self._restorer = _Restorer(tensors, map_location)
 
     def find_class(self, module: str, name: str) -> Any:
         if module == __name__ and name == "TensorRef":
-            return self._restore
+            return self._restorer.restore
         if module == "builtins" and name in _SAFE_BUILTINS:
             return _SAFE_BUILTINS[name]
         if module == "collections" and name == "OrderedDict":
@@ -416,8 +419,18 @@ class _Unpickler(pickle.Unpickler):
             "containers and scalars, OrderedDict, torch.Size/device/dtype, namedtuples from "
             "already imported modules)")
 
-    def _restore(self, name: str, dtype_code: int, shape: tuple[int, ...], device: str,
-                 requires_grad: bool, parameter: bool) -> torch.Tensor:
+
+class _Restorer:
+    """Turns TensorRefs into tensors placed per map_location; holds no reference to the
+    unpickler (see _Unpickler.__init__)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], map_location: MapLocation) -> None:
+        self._tensors = tensors
+        self._map_location = map_location
+        self._placed: dict[str, torch.Tensor] = {}  # item name -> its first restored tensor
+
+    def restore(self, name: str, dtype_code: int, shape: tuple[int, ...], device: str,
+                requires_grad: bool, parameter: bool) -> torch.Tensor:
         placed = self._placed.get(name)
         if placed is None:
             tensor = placed = self._placed[name] = self._place(name, dtype_code, shape, device)
