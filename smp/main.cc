@@ -10,9 +10,11 @@
 #include <grpcpp/resource_quota.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -37,6 +39,7 @@
 #include "lifecycle/notify.h"
 #include "lifecycle/purge.h"
 #include "server/admin_service.h"
+#include "server/local_socket.h"
 #include "server/snapshot_service.h"
 #include "server/verify.h"
 
@@ -89,6 +92,29 @@ holdfast::Result<gid_t> LookUpGroup(const std::string& name) {
                             (err != 0 ? std::string(": ") + strerror(err) : std::string()));
   }
   return found->gr_gid;
+}
+
+// grpc.max_connections, lowered to what the descriptor limit allows: each
+// connection takes two descriptors (server/local_socket.h), and 512 stay for
+// segment files, the catalog and peers. Raises the soft limit toward the hard
+// one first (the systemd unit sets LimitNOFILE).
+int ConnectionCap(int wanted) {
+  constexpr rlim_t kReserve = 512;
+  const rlim_t needed = 2 * static_cast<rlim_t>(wanted) + kReserve;
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return wanted;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < needed) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? needed : std::min(needed, limit.rlim_max);
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= needed) return wanted;
+  const int cap = static_cast<int>(
+      std::max<rlim_t>(1, (limit.rlim_cur > kReserve ? limit.rlim_cur - kReserve : 0) / 2));
+  spdlog::warn("grpc.max_connections {} needs {} descriptors, but the limit is {} "
+               "(LimitNOFILE / ulimit -n): at most {} connections",
+               wanted, needed, static_cast<uint64_t>(limit.rlim_cur), cap);
+  return cap;
 }
 
 // Limits on what gRPC may hold for the trainers' socket (docs/security.md).
@@ -275,28 +301,24 @@ int main(int argc, char** argv) {
                         .node_id = config.node_id},
       manager.get(), &loop, cluster.get());
   service.SetStatusHook(admin_status);
+  // The socket is ours, not gRPC's, so that its connections are counted and
+  // capped (server/local_socket.h); gRPC serves each one it is handed.
+  auto local_socket = smp::LocalSocket::Listen(
+      {.path = config.socket_path,
+       .group = socket_gid,
+       .group_name = config.socket_group,
+       .max_connections = ConnectionCap(config.grpc_max_connections)});
+  if (!local_socket.ok()) return Fail(local_socket.status());
   grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + config.socket_path, grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
   builder.RegisterService(&admin);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   ApplyGrpcLimits(config, builder);
-  // The socket is created by bind() with the umask's mode: never wider than
-  // 0660, even before the chmod below.
-  const mode_t old_umask = umask(0117);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  umask(old_umask);
   if (!server) {
-    return Fail(Status::Unavailable("cannot listen on unix:" + config.socket_path));
+    return Fail(Status::Unavailable("cannot start the gRPC server for unix:" + config.socket_path));
   }
-  // Who may connect: the socket's group (until the chown, the daemon's own).
-  if (socket_gid && chown(config.socket_path.c_str(), static_cast<uid_t>(-1), *socket_gid) != 0) {
-    return Fail(Status(holdfast::StatusCode::kPermissionDenied, "cannot give " + config.socket_path + " to group " +
-                                         config.socket_group + ": " + strerror(errno)));
-  }
-  if (chmod(config.socket_path.c_str(), 0660) != 0) {
-    return Fail(Status::Unavailable("cannot chmod " + config.socket_path + ": " + strerror(errno)));
-  }
+  (*local_socket)->Start(server.get());
   loop.Post([&] { manager->StartTimers(); });
   if (cluster) cluster->Start();
   scrubber->Start();
@@ -313,6 +335,7 @@ int main(int argc, char** argv) {
   spdlog::info("signal {}: shutting down; committed snapshots stay in shared memory", sig);
   notifier.Stopping("stopping; snapshots stay in " + config.shm_dir);
   verifier.Stop();  // a running verify answers CANCELLED before the servers stop
+  (*local_socket)->Stop();  // no connection is handed to a server shutting down
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (peer_server) peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   scrubber->Stop();  // before the cluster and the loop: it waits on both

@@ -246,7 +246,7 @@ Status CheckVerifyMode(const DaemonConfig& config) {
 Status CheckJobQuota(const DaemonConfig& config) { return JobQuotaBytes(config).status(); }
 
 using C = DaemonConfig;
-const std::array<Field, 29> kFields = {{
+const std::array<Field, 30> kFields = {{
     {"node_id", "--node-id", "this node's name among its peers", "NAME", &SetString<&C::node_id>,
      &CheckNodeId, &ShowString<&C::node_id>},
     {"socket", "--socket", "Unix socket trainers connect to", "PATH", &SetString<&C::socket_path>,
@@ -296,6 +296,10 @@ const std::array<Field, 29> kFields = {{
     {"grpc.max_streams", "--grpc-max-streams", "concurrent calls per client connection", "N",
      &SetInt<&C::grpc_max_streams>, &CheckIntRange<&C::grpc_max_streams, 4, INT_MAX>,
      &ShowInt<&C::grpc_max_streams>},
+    {"grpc.max_connections", "--grpc-max-connections",
+     "client connections open at once on the socket; more are refused", "N",
+     &SetInt<&C::grpc_max_connections>, &CheckIntRange<&C::grpc_max_connections, 1, INT_MAX>,
+     &ShowInt<&C::grpc_max_connections>},
     {"grpc.memory", "--grpc-memory", "memory gRPC may use for connections and messages", "SIZE",
      &SetSize<&C::grpc_memory_bytes>, &CheckPositive<&C::grpc_memory_bytes>,
      &ShowSize<&C::grpc_memory_bytes>},

@@ -34,6 +34,7 @@ struct DaemonConfig {
   int max_sessions_per_job = 256;                      // jobs.max_sessions
   int max_jobs = 4096;                                 // jobs.max registered jobs
   int grpc_max_streams = 256;                          // grpc.max_streams per connection
+  int grpc_max_connections = 1024;                     // grpc.max_connections on the socket
   uint64_t grpc_memory_bytes = uint64_t{1} << 30;      // grpc.memory (grpc::ResourceQuota)
   std::string cluster_file;                            // cluster.file: "" = run alone
   // cluster.tls.{ca,cert,key}: PEM files for mutual TLS between peers

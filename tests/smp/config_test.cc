@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 // A new DaemonConfig field must be added to ExpectSameConfig, the example
 // file, the key list in ExampleFileHoldsEveryKeyWithItsDefault and
 // EveryFieldHasAFlag; this trips when the struct changes, so none is forgotten.
-static_assert(sizeof(DaemonConfig) == 568,
+static_assert(sizeof(DaemonConfig) == 576,
               "DaemonConfig changed: update this test and the example");
 
 void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) {
@@ -33,6 +33,7 @@ void ExpectSameConfig(const DaemonConfig& actual, const DaemonConfig& expected) 
   EXPECT_EQ(actual.max_sessions_per_job, expected.max_sessions_per_job);
   EXPECT_EQ(actual.max_jobs, expected.max_jobs);
   EXPECT_EQ(actual.grpc_max_streams, expected.grpc_max_streams);
+  EXPECT_EQ(actual.grpc_max_connections, expected.grpc_max_connections);
   EXPECT_EQ(actual.grpc_memory_bytes, expected.grpc_memory_bytes);
   EXPECT_EQ(actual.data_dir, expected.data_dir);
   EXPECT_EQ(actual.shm_dir, expected.shm_dir);
@@ -357,6 +358,7 @@ TEST_F(ConfigFileTest, ExampleFileHoldsEveryKeyWithItsDefault) {
       "jobs.max_sessions",
       "jobs.max",
       "grpc.max_streams",
+      "grpc.max_connections",
       "grpc.memory",
       "cluster.file",
       "cluster.tls.ca",
@@ -405,6 +407,7 @@ TEST(ConfigValidateTest, EachRule) {
       {"jobs.quota", [](DaemonConfig* c) { c->job_quota = "lots"; }},
       {"jobs.max_writes", [](DaemonConfig* c) { c->max_writes_per_job = 0; }},
       {"grpc.max_streams", [](DaemonConfig* c) { c->grpc_max_streams = 1; }},
+      {"grpc.max_connections", [](DaemonConfig* c) { c->grpc_max_connections = 0; }},
       {"node_id", [](DaemonConfig* c) { c->node_id = "a\tb"; }},
       {"socket", [](DaemonConfig* c) { c->socket_path = ""; }},
       {"socket", [](DaemonConfig* c) { c->socket_path = "/" + std::string(107, 's'); }},
@@ -556,6 +559,8 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
       "10",
       "--grpc-max-streams",
       "11",
+      "--grpc-max-connections",
+      "12",
       "--grpc-memory",
       "64MiB",
   });
@@ -567,6 +572,7 @@ TEST_F(ConfigCommandLineTest, EveryFieldHasAFlag) {
   expected.max_sessions_per_job = 9;
   expected.max_jobs = 10;
   expected.grpc_max_streams = 11;
+  expected.grpc_max_connections = 12;
   expected.grpc_memory_bytes = uint64_t{64} << 20;
   expected.node_id = "n9";
   expected.socket_path = "/tmp/s.sock";

@@ -1,14 +1,17 @@
 // Bad input to holdfastd through the real socket: each request gets its exact
 // gRPC status code and a message that says what was wrong; afterwards the
 // committed versions still verify bit for bit and the daemon serves other
-// clients. Also garbage bytes on the socket, and clients that disappear in
-// the middle of a snapshot (their reservation goes back to the pool).
+// clients. Also garbage bytes on the socket, a flood of connections past
+// grpc.max_connections, and clients that disappear in the middle of a
+// snapshot (their reservation goes back to the pool).
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "harness.h"
@@ -526,6 +529,88 @@ TEST_F(DaemonBadInputTest, GarbageOnTheSocketLeavesOtherClientsServed) {
   v1::GetStatusResponse status;
   EXPECT_TRUE(IsOk(raw_->GetStatus(&status)));
   EXPECT_TRUE(daemon_.Running());
+}
+
+int DescriptorsOf(pid_t pid) {
+  int n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+// True when the daemon closed this connection within `wait` (it was refused).
+bool ClosedByDaemon(int fd, std::chrono::milliseconds wait) {
+  pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+  if (poll(&p, 1, static_cast<int>(wait.count())) <= 0) return false;
+  char byte;
+  return recv(fd, &byte, 1, MSG_DONTWAIT) <= 0;
+}
+
+// grpc.max_connections: a local flood of connections is refused past the
+// cap, costs the daemon a bounded number of descriptors, and leaves the
+// committed versions and the connected clients served; the slots come back
+// when the connections close.
+TEST(DaemonLimitsTest, ConnectionsBeyondTheCapAreRefusedUntilSomeClose) {
+  constexpr int kCap = 6;
+  constexpr int kFlood = 40;
+  Daemon daemon({.memory_budget = "64MiB",
+                 .retain = 2,
+                 .extra_args = {"--grpc-max-connections", std::to_string(kCap)}});
+  ASSERT_TRUE(daemon.Start());
+  ToolOptions tool;
+  tool.socket = daemon.socket_path();
+  tool.items = 2;
+  tool.item_bytes = 65536;
+  ToolRun run = RunTool(tool, {"save", "--steps", "1:2"});
+  ASSERT_TRUE(run.ok()) << run.Describe();
+  RawClient raw(daemon.socket_path());  // connected before the flood, and stays served
+  v1::GetStatusResponse status;
+  ASSERT_TRUE(IsOk(raw.GetStatus(&status)));
+  const int fds_before = DescriptorsOf(daemon.pid());
+
+  // Connections that send half an HTTP/2 preface and hang.
+  const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  const std::vector<uint8_t> half(preface.begin(), preface.begin() + 10);
+  std::vector<int> held;
+  int refused = 0;
+  for (int i = 0; i < kFlood; ++i) {
+    const int fd = SendRaw(daemon.socket_path(), half, /*keep=*/true);
+    ASSERT_GE(fd, 0);
+    if (ClosedByDaemon(fd, Scaled(300ms))) {
+      close(fd);
+      ++refused;
+    } else {
+      held.push_back(fd);
+    }
+  }
+  // The client above holds one slot (the snapshot tool's is gone).
+  EXPECT_EQ(static_cast<int>(held.size()), kCap - 1);
+  EXPECT_EQ(refused, kFlood - (kCap - 1));
+  EXPECT_LE(DescriptorsOf(daemon.pid()), fds_before + 2 * kCap + 4);
+  EXPECT_NE(daemon.Log().find("refused"), std::string::npos);
+  EXPECT_NE(daemon.Log().find("grpc.max_connections 6"), std::string::npos);
+
+  // Full: the connected client is still served; a new one is not.
+  EXPECT_TRUE(IsOk(raw.GetStatus(&status)));
+  run = RunTool(tool, {"verify"}, Scaled(30s));
+  EXPECT_FALSE(run.ok()) << "a client got past the connection cap";
+
+  // Slots come back as connections close.
+  for (const int fd : held) close(fd);
+  bool served = false;
+  for (auto deadline = std::chrono::steady_clock::now() + Scaled(10s);
+       !served && std::chrono::steady_clock::now() < deadline;) {
+    served = VerifiesAs(tool, std::nullopt, 2);
+    if (!served) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(served);
+  EXPECT_TRUE(VerifiesAs(tool, 1, 1));
+  run = RunTool(tool, {"save", "--steps", "3:3"});
+  EXPECT_TRUE(run.ok()) << run.Describe();
+  EXPECT_TRUE(daemon.Running());
 }
 
 TEST(DaemonDisconnectTest, SessionCancelledAfterBeginReleasesTheReservation) {
