@@ -113,7 +113,10 @@ class StreamingRank:
         rest = self.proc.stdout.read()
         now = time.monotonic()
         self.lines.extend((now, line) for line in (self.buf + rest).split("\n") if line)
-        return self.proc.returncode, self.proc.stderr.read()
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.proc.returncode, err
 
 
 def wait_all(ranks: list, timeout: float) -> list:
