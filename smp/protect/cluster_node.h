@@ -160,6 +160,10 @@ class ClusterNode final : public v1::Peer::Service {
     // their Conclude): this one's is then overdue after rpc_timeout (the
     // coordinator died, or its call failed) and a rebuild may record it.
     std::optional<std::chrono::steady_clock::time_point> others_hold_since;
+    // When this node first saw any other member hold the step: its Conclude
+    // came there, so this one is overdue after rpc_timeout and the member
+    // concludes the round itself (ConcludeOverdueRounds).
+    std::optional<std::chrono::steady_clock::time_point> held_elsewhere_since;
   };
 
   struct Peer {
@@ -232,6 +236,14 @@ class ClusterNode final : public v1::Peer::Service {
                               const std::vector<std::optional<v1::GroupStateResponse>>& states,
                               std::optional<int64_t> assume_protected);
   void MaybeRebuild(const std::vector<std::optional<v1::GroupStateResponse>>& states);
+  // Pending rounds whose step another member has held, as protected, for
+  // longer than rpc_timeout: the coordinator concluded the round there but
+  // this member's Conclude never came (the coordinator died between its
+  // Conclude calls, or the call failed). Records each with the manifest a
+  // holder recorded, when it is this very round's. `holders`: job -> step ->
+  // the other members that hold it.
+  void ConcludeOverdueRounds(
+      const std::map<std::string, std::map<int64_t, ec::NodeMask>>& holders);
   // The newest step of `job` protected here (-1: none), and whether a round
   // of it is under way here (running, awaiting a Conclude not yet overdue,
   // or being recorded): then a step missing here is not a loss. `held`:

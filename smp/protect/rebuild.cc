@@ -559,6 +559,77 @@ std::pair<int64_t, bool> ClusterNode::ProtectedHereLocked(
   return {mine, busy};
 }
 
+void ClusterNode::ConcludeOverdueRounds(
+    const std::map<std::string, std::map<int64_t, ec::NodeMask>>& holders) {
+  struct Overdue {
+    uint32_t round_id;
+    std::string job_id;
+    int64_t step;
+    ec::NodeMask holders;
+  };
+  std::vector<Overdue> overdue;
+  {
+    std::lock_guard lock(mu_);
+    const auto now = Clock::now();
+    for (auto& [id, pr] : pending_) {
+      const auto job = holders.find(pr.job_id);
+      if (job == holders.end()) continue;
+      const auto held = job->second.find(pr.step);
+      if (held == job->second.end() || held->second == 0) continue;
+      if (!pr.held_elsewhere_since) pr.held_elsewhere_since = now;
+      if (now - *pr.held_elsewhere_since > options_.rpc_timeout) {
+        overdue.push_back({id, pr.job_id, pr.step, held->second});
+      }
+    }
+  }
+  for (const Overdue& o : overdue) {
+    // The manifest a holder recorded; only this round's will do (another
+    // round of the same step is for the rebuild path to judge).
+    std::optional<v1::ProtectionRecord> manifest;
+    for (int p = 0; p < static_cast<int>(members_.size()) && !manifest; ++p) {
+      if (!(o.holders & (ec::NodeMask{1} << p))) continue;
+      v1::GetManifestRequest req;
+      req.set_from_node(me_.id);
+      req.set_job_id(o.job_id);
+      req.set_step(o.step);
+      v1::GetManifestResponse resp;
+      auto ctx = Context(options_.rpc_timeout);
+      if (StubOf(PeerAt(p))->GetManifest(ctx.get(), req, &resp).ok() &&
+          resp.manifest().round_id() == o.round_id) {
+        manifest = resp.manifest();
+      }
+    }
+    if (!manifest) continue;
+    // The coordinator sends Conclude(protected) with one manifest to every
+    // member, and only after each finished its part of the round: a member
+    // holding this round's record proves this member's parity is complete.
+    v1::ConcludeRequest req;
+    req.set_from_node(me_.id);
+    req.set_round_id(o.round_id);
+    req.set_job_id(o.job_id);
+    req.set_step(o.step);
+    *req.mutable_manifest() = *manifest;
+    req.set_protected_(true);
+    req.add_keep_steps(o.step);
+    {
+      // Nothing older is freed here: the next round's Conclude decides.
+      std::lock_guard lock(mu_);
+      for (const auto& [key, p] : protections_) {
+        if (key.first == o.job_id) req.add_keep_steps(key.second);
+      }
+    }
+    const Status s = RecordProtected(req);
+    if (s.ok()) {
+      spdlog::warn("job {} step {}: its Conclude never came, but another member recorded round "
+                   "{:08x}; recorded it here from that member's manifest",
+                   o.job_id, o.step, o.round_id);
+    } else if (s.code() != StatusCode::kNotFound) {  // NotFound: the Conclude came meanwhile
+      spdlog::warn("job {} step {}: concluding overdue round {:08x} here failed: {}", o.job_id,
+                   o.step, o.round_id, s.ToString());
+    }
+  }
+}
+
 void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateResponse>>& states) {
   const int n = static_cast<int>(states.size());
   const int me = position();
@@ -573,6 +644,7 @@ void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateRes
       for (const auto& pr : js.protected_()) holders[js.job_id()][pr.step()] |= ec::NodeMask{1} << p;
     }
   }
+  ConcludeOverdueRounds(holders);
   if (answered < k) return;
   {
     // What is missing here, before rebuilding: holdfast recover waits for it.

@@ -369,9 +369,10 @@ TEST(ClusterTest, AConcludeBeingRecordedIsNotTakenForALoss) {
 // calls, or the call failed) holds the round's parity and pinned data, and
 // used to count the round as under way until it expired (2 x round_timeout,
 // 4 minutes): no rebuild meanwhile, and the restore point stuck below the
-// step (chaos finding 4). Once k other members hold the step for longer than
-// a control call may take, it rebuilds what it lacks instead.
-TEST(ClusterTest, AMemberWhoseConcludeNeverComesCatchesUpByRebuilding) {
+// step (chaos finding 4). Once another member has held the step for longer
+// than a control call may take, it records the round itself, with the
+// manifest that member recorded (chaos finding 7).
+TEST(ClusterTest, AMemberWhoseConcludeNeverComesConcludesFromAPeersManifest) {
   if (!kFailpoints) GTEST_SKIP() << "holdfastd built without failpoints";
   TestCluster cluster(Ec(2, 1));
   const auto delay = Scaled(10s);
@@ -387,12 +388,51 @@ TEST(ClusterTest, AMemberWhoseConcludeNeverComesCatchesUpByRebuilding) {
               std::chrono::duration<double>(delay).count());
   EXPECT_LT(held_after, delay);
   ASSERT_TRUE(cluster.WaitRestorePoint("j", 1, Scaled(8s)));
-  EXPECT_NE(cluster.node(2).Log().find("rebuilt job j step 1"), std::string::npos);
+  EXPECT_NE(cluster.node(2).Log().find("recorded it here from that member's manifest"),
+            std::string::npos);
   ASSERT_TRUE(cluster.Verify("j", 3, 1, kItemBytes));
   // The late Conclude changes nothing; the next step is protected as usual.
   ASSERT_TRUE(cluster.Save("j", 3, 2, 2, kItemBytes));
   ASSERT_TRUE(cluster.WaitRestorePoint("j", 2, Scaled(30s)));
   ASSERT_TRUE(cluster.Verify("j", 3, 2, kItemBytes));
+}
+
+// The coordinator recorded a round and its Conclude reached no other member
+// (it died right after recording: chaos finding 7, a `protect.after_record`
+// kill of n0). Recording the step freed its older protection, and the
+// others still held only that one: no step was held by every member, so n0
+// had no restore point and nothing converged until a new step was saved.
+// The members now record the round themselves from n0's manifest.
+TEST(ClusterTest, ACoordinatorWhoRecordedAloneIsCaughtUpByItsMembers) {
+  if (!kFailpoints) GTEST_SKIP() << "holdfastd built without failpoints";
+  TestCluster cluster(Ec(2, 1));
+  const auto delay = Scaled(20s);
+  for (int member : {1, 2}) {
+    cluster.node(member).options().env["HOLDFAST_FAILPOINTS"] =
+        "protect.conclude_received=sleep:" + std::to_string(delay.count());
+  }
+  ASSERT_TRUE(cluster.StartAll());
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(cluster.Save("j", 3, 1, 1, kItemBytes));
+  ASSERT_TRUE(cluster.WaitRestorePoint("j", 1, Scaled(10s)));
+  const auto agreed_after = std::chrono::steady_clock::now() - t0;
+  std::printf("[  INFO    ] restore point 1 on every node after %.1f s; the members' Conclude "
+              "was held back %.0f s\n",
+              std::chrono::duration<double>(agreed_after).count(),
+              std::chrono::duration<double>(delay).count());
+  EXPECT_LT(agreed_after, delay);
+  for (int member : {1, 2}) {
+    EXPECT_NE(cluster.node(member).Log().find("recorded it here from that member's manifest"),
+              std::string::npos)
+        << TestCluster::NodeId(member);
+  }
+  ASSERT_TRUE(cluster.Verify("j", 3, 1, kItemBytes));
+  // A lost node is still rebuilt from the members' records.
+  cluster.node(1).Kill();
+  cluster.node(1).WipeMemory();
+  ASSERT_TRUE(cluster.Start(1));
+  ASSERT_TRUE(cluster.WaitHolds(1, "j", 1, Scaled(30s)));
+  ASSERT_TRUE(cluster.Verify("j", 3, 1, kItemBytes));
 }
 
 }  // namespace
