@@ -242,6 +242,11 @@ class ClusterNode final : public v1::Peer::Service {
   // Conclude calls, or the call failed). Records each with the manifest a
   // holder recorded, when it is this very round's. `holders`: job -> step ->
   // the other members that hold it.
+  // The manifest of (job, step) from the first of `holders` that gives it
+  // (of round `round_id` only, when given).
+  std::optional<v1::ProtectionRecord> FetchManifest(const std::string& job_id, int64_t step,
+                                                    ec::NodeMask holders,
+                                                    std::optional<uint32_t> round_id = {});
   void ConcludeOverdueRounds(
       const std::map<std::string, std::map<int64_t, ec::NodeMask>>& holders);
   // The newest step of `job` protected here (-1: none), and whether a round

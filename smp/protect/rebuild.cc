@@ -559,6 +559,25 @@ std::pair<int64_t, bool> ClusterNode::ProtectedHereLocked(
   return {mine, busy};
 }
 
+std::optional<v1::ProtectionRecord> ClusterNode::FetchManifest(
+    const std::string& job_id, int64_t step, ec::NodeMask holders,
+    std::optional<uint32_t> round_id) {
+  for (int p = 0; p < static_cast<int>(members_.size()); ++p) {
+    if (!(holders & (ec::NodeMask{1} << p))) continue;
+    v1::GetManifestRequest req;
+    req.set_from_node(me_.id);
+    req.set_job_id(job_id);
+    req.set_step(step);
+    v1::GetManifestResponse resp;
+    auto ctx = Context(options_.rpc_timeout);
+    if (StubOf(PeerAt(p))->GetManifest(ctx.get(), req, &resp).ok() &&
+        (!round_id || resp.manifest().round_id() == *round_id)) {
+      return resp.manifest();
+    }
+  }
+  return std::nullopt;
+}
+
 void ClusterNode::ConcludeOverdueRounds(
     const std::map<std::string, std::map<int64_t, ec::NodeMask>>& holders) {
   struct Overdue {
@@ -585,20 +604,8 @@ void ClusterNode::ConcludeOverdueRounds(
   for (const Overdue& o : overdue) {
     // The manifest a holder recorded; only this round's will do (another
     // round of the same step is for the rebuild path to judge).
-    std::optional<v1::ProtectionRecord> manifest;
-    for (int p = 0; p < static_cast<int>(members_.size()) && !manifest; ++p) {
-      if (!(o.holders & (ec::NodeMask{1} << p))) continue;
-      v1::GetManifestRequest req;
-      req.set_from_node(me_.id);
-      req.set_job_id(o.job_id);
-      req.set_step(o.step);
-      v1::GetManifestResponse resp;
-      auto ctx = Context(options_.rpc_timeout);
-      if (StubOf(PeerAt(p))->GetManifest(ctx.get(), req, &resp).ok() &&
-          resp.manifest().round_id() == o.round_id) {
-        manifest = resp.manifest();
-      }
-    }
+    const std::optional<v1::ProtectionRecord> manifest =
+        FetchManifest(o.job_id, o.step, o.holders, o.round_id);
     if (!manifest) continue;
     // The coordinator sends Conclude(protected) with one manifest to every
     // member, and only after each finished its part of the round: a member
@@ -704,18 +711,7 @@ void ClusterNode::MaybeRebuild(const std::vector<std::optional<v1::GroupStateRes
         }
         continue;  // an older version may still be held by enough members
       }
-      // The manifest, from the first holder that gives it.
-      std::optional<v1::ProtectionRecord> manifest;
-      for (int p = 0; p < n && !manifest; ++p) {
-        if (!(mask & (ec::NodeMask{1} << p))) continue;
-        v1::GetManifestRequest req;
-        req.set_from_node(me_.id);
-        req.set_job_id(job);
-        req.set_step(step);
-        v1::GetManifestResponse resp;
-        auto ctx = Context(options_.rpc_timeout);
-        if (StubOf(PeerAt(p))->GetManifest(ctx.get(), req, &resp).ok()) manifest = resp.manifest();
-      }
+      const std::optional<v1::ProtectionRecord> manifest = FetchManifest(job, step, mask);
       if (!manifest) break;
       {
         std::lock_guard lock(mu_);
