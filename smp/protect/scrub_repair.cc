@@ -134,17 +134,19 @@ Result<ScrubTally> ClusterNode::ScrubProtected(const std::string& job_id, int64_
   bool data_repaired = false;
   bool data_lost = false;
   uint64_t checked_bad = 0;  // stripes whose chunk here was bad
-  for (int r = 0; r < n && !*hooks.cancel; ++r) {
+  // Checks stripe r's chunk here against the manifest and repairs it from
+  // the group when it differs. False when the scrub is being cancelled.
+  auto check_chunk = [&](int r) {
     const int c = layout.ChunkOf(r, me);
     const ec::Extent e = layout.ChunkExtent(r, c);
     const bool is_parity = c >= k;
-    if (e.length == 0 || (is_parity ? !parity : !pinned)) continue;
+    if (e.length == 0 || (is_parity ? !parity : !pinned)) return true;
     const uint8_t* parity_base = parity ? parity->data() : nullptr;
     const uint64_t crc = ChunkCrc(data, parity_base, e, &hooks);
-    if (*hooks.cancel) break;
+    if (*hooks.cancel) return false;
     tally.bytes += e.length;
     const uint64_t want = record.chunk_crcs(r * n + c);
-    if (crc == want) continue;
+    if (crc == want) return true;
     checked_bad |= uint64_t{1} << r;
     ++tally.errors;
     const std::string what = fmt::format("job {} step {} {} on {} ({} bytes)", job_id, step,
@@ -160,12 +162,16 @@ Result<ScrubTally> ClusterNode::ScrubProtected(const std::string& job_id, int64_
       tally.repairs.push_back(what + " " + how);
       data_repaired = data_repaired || !is_parity;
     } else if (s.code() == StatusCode::kCancelled) {
-      break;
+      return false;
     } else {
       ++tally.unrepairable;
       tally.losses.push_back(fmt::format("DATA_LOSS: {}: cannot be repaired: {}", what, s.message()));
       data_lost = data_lost || !is_parity;
     }
+    return true;
+  };
+  for (int r = 0; r < n && !*hooks.cancel; ++r) {
+    if (!check_chunk(r)) break;
   }
   // Parity consistency: each stripe's first parity holder re-encodes it from
   // its k data chunks (read from the group, paced like local reads) and
@@ -177,11 +183,18 @@ Result<ScrubTally> ClusterNode::ScrubProtected(const std::string& job_id, int64_
     const uint64_t len = layout.chunk_length(r);
     if (layout.ChunkExtent(r, k).length == 0 || (checked_bad & (uint64_t{1} << r))) continue;
     hooks.pace(static_cast<uint64_t>(k) * len);
+    HOLDFAST_FAILPOINT("scrub.before_parity_check");  // sleep: widens the race with damage
     std::string unused;
     Status s = RepairChunk(record, layout, r, data, parity->data(), *hooks.cancel, &unused,
                            /*check_only=*/true);
     if (s.ok()) {
       ++tally.parity_checks;
+    } else if (s.code() == StatusCode::kAborted) {
+      // The data encode to the recorded parity but the stored chunk differs:
+      // it was damaged after its CRC was checked above. Checked again, it is
+      // a corrupted chunk like any other, and repaired.
+      spdlog::warn("scrub: job {} step {}: {}; checking it again", job_id, step, s.message());
+      if (!check_chunk(r)) break;
     } else if (s.code() == StatusCode::kFailedPrecondition) {
       ++tally.parity_mismatches;
       ++tally.errors;
@@ -447,10 +460,16 @@ Status ClusterNode::RepairChunk(const v1::ProtectionRecord& record, const ec::Gr
     if (check_only) {
       // The inputs match the manifest; so must what they encode to, and the
       // stored chunk must equal it byte for byte.
-      if (out_crc != want || differs) {
+      if (out_crc != want) {
         return Status::FailedPrecondition(fmt::format(
             "stripe {}: its data chunks encode to other parity than stored and recorded "
             "(parity and data are inconsistent)",
+            stripe));
+      }
+      if (differs) {
+        return Status::Aborted(fmt::format(
+            "stripe {}: its data chunks encode to the recorded parity, but the stored chunk "
+            "differs from it",
             stripe));
       }
       return Status::Ok();
