@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs holdfast on this machine after a Release build:
 #   the binaries     PREFIX/bin/holdfastd, PREFIX/bin/holdfast (the CLI, when built)
-#   the service      holdfastd.service, sysusers.d/holdfast.conf, tmpfiles.d/holdfast.conf
+#   the service      holdfastd.service, sysusers.d/holdfast.conf, tmpfiles.d/holdfast.conf,
+#                    dev-shm-holdfast.mount (the segments' huge-page tmpfs; enabled, mounted
+#                    at the next boot, never now)
 #   the config       /etc/holdfast/holdfastd.yaml (only if absent: never overwritten),
 #                    /etc/holdfast/cluster.example.yaml
 #   the docs         PREFIX/share/doc/holdfast/
@@ -96,6 +98,17 @@ grep -q "^ExecStart=$prefix/bin/holdfastd " "$tmp/holdfastd.service" ||
 put 0644 "$tmp/holdfastd.service" "$unitdir/holdfastd.service"
 put 0644 "$src/deploy/holdfast.sysusers" "$sysdir/sysusers.d/holdfast.conf"
 put 0644 "$src/deploy/holdfast.tmpfiles" "$sysdir/tmpfiles.d/holdfast.conf"
+sed -e "s#^Documentation=file:///usr/local/share/doc/holdfast/#Documentation=file://$docdir/#" \
+    "$src/deploy/dev-shm-holdfast.mount" > "$tmp/dev-shm-holdfast.mount"
+put 0644 "$tmp/dev-shm-holdfast.mount" "$unitdir/dev-shm-holdfast.mount"
+# Enabled (a link in holdfastd.service.wants), never started here: mounted at the next boot,
+# over the empty directory; started now it would hide the segments a running node holds.
+wants="$R$unitdir/holdfastd.service.wants"
+if [[ ! -L "$wants/dev-shm-holdfast.mount" ]]; then
+  mkdir -p "$wants"
+  ln -s ../dev-shm-holdfast.mount "$wants/dev-shm-holdfast.mount"
+  say "enabled dev-shm-holdfast.mount (mounted at the next boot, before holdfastd)"
+fi
 
 if [[ -e "$R/etc/holdfast/holdfastd.yaml" ]]; then
   say "kept /etc/holdfast/holdfastd.yaml (the example is in $docdir)"

@@ -172,6 +172,7 @@ int main(int argc, char** argv) {
                                              .mode = 0660,
                                              .prefault = true});
   if (!segments.ok()) return Fail(segments.status());
+  const smp::ShmPages shm_pages = smp::DescribeShmPages(config.shm_dir);
 
   smp::WorkerPool workers(config.verify_threads);
   smp::EventLoop loop;
@@ -323,10 +324,11 @@ int main(int argc, char** argv) {
   if (cluster) cluster->Start();
   scrubber->Start();
   spdlog::info(
-      "holdfastd serving on unix:{} (budget {:.1f} GiB, shm {}/{}-*, catalog {}, "
+      "holdfastd serving on unix:{} (budget {:.1f} GiB, shm {}/{}-* in {}, catalog {}, "
       "verify {}, recovered in {:.1f} ms: {})",
       config.socket_path, config.memory_budget_bytes / double(1 << 30), config.shm_dir,
-      config.shm_prefix, config.data_dir, config.verify, recover_ms, recovered->ToString());
+      config.shm_prefix, shm_pages.how, config.data_dir, config.verify, recover_ms,
+      recovered->ToString());
   notifier.Ready(
       fmt::format("serving on {}; recovered {}", config.socket_path, recovered->ToString()));
 

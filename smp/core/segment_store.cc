@@ -9,9 +9,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <climits>
 #include <cstdio>
+#include <string_view>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace holdfast::smp {
 namespace {
@@ -170,6 +173,118 @@ void Segment::Reset() {
 }
 
 // ---- SegmentStore ----------------------------------------------------------
+
+namespace {
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string Unescape(std::string_view field) {
+  auto octal = [](char c) { return c >= '0' && c <= '7'; };
+  std::string out;
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size() && octal(field[i + 1]) && octal(field[i + 2]) &&
+        octal(field[i + 3])) {
+      out += static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 +
+                               (field[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += field[i];
+    }
+  }
+  return out;
+}
+
+std::vector<std::string_view> Fields(std::string_view line) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && line[i] == ' ') ++i;
+    const size_t start = i;
+    while (i < line.size() && line[i] != ' ') ++i;
+    if (i > start) out.push_back(line.substr(start, i - start));
+  }
+  return out;
+}
+
+// The bracketed word of a sysfs choice ("always [never] deny"), or "".
+std::string_view Selected(std::string_view choices) {
+  const size_t open = choices.find('[');
+  const size_t close = choices.find(']', open);
+  if (open == std::string_view::npos || close == std::string_view::npos) return {};
+  return choices.substr(open + 1, close - open - 1);
+}
+
+std::string ReadSmallFile(const char* path) {
+  std::string out;
+  if (FILE* f = std::fopen(path, "re")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+    std::fclose(f);
+  }
+  return out;
+}
+
+}  // namespace
+
+ShmPages DescribeShmPages(const std::string& directory, std::string_view mountinfo,
+                          std::string_view shmem_enabled) {
+  // The mount whose point is the longest prefix of the directory (the last
+  // one listed wins among equal points: it is mounted on top).
+  std::string point, fstype, options;
+  size_t line_start = 0;
+  while (line_start < mountinfo.size()) {
+    size_t end = mountinfo.find('\n', line_start);
+    if (end == std::string_view::npos) end = mountinfo.size();
+    const std::vector<std::string_view> f = Fields(mountinfo.substr(line_start, end - line_start));
+    line_start = end + 1;
+    // id parent major:minor root point options [optional...] - fstype source super-options
+    const auto dash = std::find(f.begin(), f.end(), std::string_view("-"));
+    if (f.size() < 6 || dash == f.end() || f.end() - dash < 4) continue;
+    const std::string mp = Unescape(f[4]);
+    const bool under = directory == mp || mp == "/" ||
+                       (directory.size() > mp.size() && directory.compare(0, mp.size(), mp) == 0 &&
+                        directory[mp.size()] == '/');
+    if (under && mp.size() >= point.size()) {
+      point = mp;
+      fstype = std::string(dash[1]);
+      options = std::string(dash[3]);
+    }
+  }
+  const std::string_view mode = Selected(shmem_enabled);
+  ShmPages out;
+  if (fstype != "tmpfs") {
+    out.how = "4 KiB pages: " + directory + " is on " +
+              (fstype.empty() ? std::string("an unknown file system") : fstype) + ", not a tmpfs";
+    return out;
+  }
+  std::string huge = "never";
+  for (size_t i = 0; i <= options.size();) {
+    size_t comma = options.find(',', i);
+    if (comma == std::string::npos) comma = options.size();
+    const std::string opt = options.substr(i, comma - i);
+    if (opt.rfind("huge=", 0) == 0) huge = opt.substr(5);
+    i = comma + 1;
+  }
+  const std::string mount = "tmpfs " + point + " huge=" + huge;
+  if (mode == "deny") {
+    out.how = "4 KiB pages: shmem_enabled is `deny` (" + mount + ")";
+  } else if (mode == "force" || huge == "always" || huge == "within_size") {
+    out.huge = true;
+    out.how = "2 MiB pages: " + mount + (mode == "force" ? ", shmem_enabled force" : "");
+  } else {
+    out.how = "4 KiB pages: " + mount +
+              " (a tmpfs with huge=within_size there maps them in 2 MiB pages: "
+              "deploy/dev-shm-holdfast.mount)";
+  }
+  return out;
+}
+
+ShmPages DescribeShmPages(const std::string& directory) {
+  char resolved[PATH_MAX];
+  const std::string dir = realpath(directory.c_str(), resolved) != nullptr ? resolved : directory;
+  return DescribeShmPages(dir, ReadSmallFile("/proc/self/mountinfo"),
+                          ReadSmallFile("/sys/kernel/mm/transparent_hugepage/shmem_enabled"));
+}
 
 Result<SegmentStore> SegmentStore::Create(const SegmentStoreOptions& options) {
   HOLDFAST_RETURN_IF_ERROR(CheckPrefix(options.prefix));

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "holdfast/ec/status.h"
@@ -61,6 +62,24 @@ struct SegmentStoreOptions {
   uint32_t mode = 0600;                // file mode of new segments
   bool prefault = true;                // populate page tables at map time
 };
+
+// Which pages the kernel backs the segments of a directory with. Huge (2 MiB)
+// when the directory is on a tmpfs mounted with huge=always or
+// huge=within_size (segments are fallocated to their size, so within_size
+// applies), or when shmem_enabled is `force`; 4 KiB otherwise, which is what
+// /dev/shm gives under the usual shmem_enabled `never`. A 4 KiB segment costs
+// 262,144 page faults per GiB in every process that maps it anew
+// (docs/operations.md, "Huge pages for the segments").
+struct ShmPages {
+  bool huge = false;
+  std::string how;  // e.g. "2 MiB pages: tmpfs /dev/shm/holdfast huge=within_size"
+};
+// `mountinfo` is the text of /proc/self/mountinfo, `shmem_enabled` that of
+// /sys/kernel/mm/transparent_hugepage/shmem_enabled ("always [never] ...").
+ShmPages DescribeShmPages(const std::string& directory, std::string_view mountinfo,
+                          std::string_view shmem_enabled);
+// The same, reading this process's files.
+ShmPages DescribeShmPages(const std::string& directory);
 
 class SegmentStore {
  public:

@@ -58,6 +58,7 @@ class InstallTest(unittest.TestCase):
             "usr/local/lib/systemd/system/holdfastd.service": 0o644,
             "usr/local/lib/sysusers.d/holdfast.conf": 0o644,
             "usr/local/lib/tmpfiles.d/holdfast.conf": 0o644,
+            "usr/local/lib/systemd/system/dev-shm-holdfast.mount": 0o644,
             "etc/holdfast/holdfastd.yaml": 0o644,
             "etc/holdfast/cluster.example.yaml": 0o644,
             "usr/local/share/doc/holdfast/holdfastd.example.yaml": 0o644,
@@ -82,6 +83,12 @@ class InstallTest(unittest.TestCase):
             unit = f.read()
         self.assertIn("\nExecStart=/usr/local/bin/holdfastd --config /etc/holdfast/holdfastd.yaml\n",
                       unit)
+
+        # The huge-page tmpfs is enabled (wanted by the service), not mounted.
+        link = os.path.join(R, "usr/local/lib/systemd/system/holdfastd.service.wants",
+                            "dev-shm-holdfast.mount")
+        self.assertEqual(os.readlink(link), "../dev-shm-holdfast.mount")
+        self.assertTrue(os.path.isfile(link))
 
         user = passwd_entry(R, "holdfast")
         group = passwd_entry(R, "holdfast", "group")

@@ -122,5 +122,38 @@ class UnitTest(unittest.TestCase):
         self.assertIn("holdfast.conf", self.get("ExecStartPre"))
 
 
+class MountUnitTest(unittest.TestCase):
+    """deploy/dev-shm-holdfast.mount: the segments' tmpfs with huge pages, at shm.dir."""
+
+    def setUp(self) -> None:
+        self.path = os.path.join(DEPLOY, "dev-shm-holdfast.mount")
+        self.unit = parse_unit(self.path)
+
+    def test_settings(self) -> None:
+        config = yaml_lite.load(os.path.join(DEPLOY, "holdfastd.example.yaml"))
+        self.assertEqual(self.unit[("Mount", "Where")], [config["shm.dir"]])
+        self.assertEqual(self.unit[("Mount", "Type")], ["tmpfs"])
+        options = self.unit[("Mount", "Options")][-1].split(",")
+        self.assertIn("huge=within_size", options)
+        self.assertIn("mode=2770", options)  # as the tmpfiles entry
+        self.assertEqual(self.unit[("Install", "WantedBy")], ["holdfastd.service"])
+        service = parse_unit(os.path.join(DEPLOY, "holdfastd.service"))
+        self.assertIn("dev-shm-holdfast.mount", service[("Unit", "After")][-1].split())
+
+    def test_systemd_analyze_verify(self) -> None:
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            self.skipTest("systemd-analyze is not installed (package systemd)")
+        tmp = tempfile.mkdtemp(prefix="hf-mount-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        unit = os.path.join(tmp, "dev-shm-holdfast.mount")
+        shutil.copy(self.path, unit)
+        r = subprocess.run([analyze, "verify", unit], capture_output=True, text=True, timeout=60,
+                           cwd=tmp)
+        ours = [l for l in (r.stdout + r.stderr).splitlines() if "dev-shm-holdfast.mount" in l]
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(ours, [])
+
+
 if __name__ == "__main__":
     unittest.main()

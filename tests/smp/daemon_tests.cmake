@@ -26,6 +26,7 @@ set(HOLDFAST_SMP_DAEMON_TESTS
   daemon_budget_test
   daemon_ranks_test
   daemon_jobsec_test
+  daemon_hugepages_test
 )
 foreach(test IN LISTS HOLDFAST_SMP_DAEMON_TESTS)
   add_executable(holdfast_smp_${test} ${CMAKE_CURRENT_LIST_DIR}/${test}.cc)

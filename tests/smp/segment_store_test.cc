@@ -507,5 +507,53 @@ TEST_F(SegmentStoreTest, OpenRefusesSymlinksAndDirectories) {
   EXPECT_FALSE(store.Open(subdir, Page()).ok());
 }
 
+// /proc/self/mountinfo of a node with /dev/shm (4 KiB pages under shmem_enabled
+// `never`) and the huge-page tmpfs of deploy/dev-shm-holdfast.mount on top.
+constexpr char kMountinfo[] =
+    "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+    "36 22 0:32 / /dev/shm rw,nosuid,nodev shared:5 - tmpfs tmpfs rw,size=24683620k\n"
+    "99 36 0:50 / /dev/shm/holdfast rw,nosuid,nodev,noexec,relatime - tmpfs holdfast "
+    "rw,size=22215260k,mode=2770,huge=within_size\n"
+    "100 36 0:51 / /dev/shm/with\\040space rw shared:9 - tmpfs x rw,huge=always\n"
+    "101 36 0:52 / /dev/shm/advised rw - tmpfs x rw,huge=advise\n";
+constexpr char kNever[] = "always within_size advise [never] deny force\n";
+
+TEST(ShmPagesTest, TheHugePageTmpfsGivesHugePages) {
+  const ShmPages p = DescribeShmPages("/dev/shm/holdfast", kMountinfo, kNever);
+  EXPECT_TRUE(p.huge) << p.how;
+  EXPECT_EQ(p.how, "2 MiB pages: tmpfs /dev/shm/holdfast huge=within_size");
+  // A directory below it, and a mount point with an escaped space.
+  EXPECT_TRUE(DescribeShmPages("/dev/shm/holdfast/sub", kMountinfo, kNever).huge);
+  EXPECT_TRUE(DescribeShmPages("/dev/shm/with space", kMountinfo, kNever).huge);
+}
+
+TEST(ShmPagesTest, PlainDevShmAndOtherFileSystemsGiveSmallPagesAndSayWhy) {
+  const ShmPages shm = DescribeShmPages("/dev/shm/other", kMountinfo, kNever);
+  EXPECT_FALSE(shm.huge);
+  EXPECT_NE(shm.how.find("4 KiB pages: tmpfs /dev/shm huge=never"), std::string::npos) << shm.how;
+  EXPECT_NE(shm.how.find("dev-shm-holdfast.mount"), std::string::npos) << shm.how;
+  // A name that only starts like the mount point is not under it.
+  EXPECT_FALSE(DescribeShmPages("/dev/shm/holdfastX", kMountinfo, kNever).huge);
+  // huge=advise needs madvise, which segments do not get.
+  EXPECT_FALSE(DescribeShmPages("/dev/shm/advised", kMountinfo, kNever).huge);
+  const ShmPages disk = DescribeShmPages("/var/lib/x", kMountinfo, kNever);
+  EXPECT_FALSE(disk.huge);
+  EXPECT_NE(disk.how.find("is on ext4, not a tmpfs"), std::string::npos) << disk.how;
+  EXPECT_FALSE(DescribeShmPages("/x", "", "").huge);  // nothing readable: no claim of huge
+}
+
+TEST(ShmPagesTest, ShmemEnabledForceAndDenyOverrideTheMount) {
+  constexpr char kForce[] = "always within_size advise never deny [force]";
+  constexpr char kDeny[] = "always within_size advise never [deny] force";
+  EXPECT_TRUE(DescribeShmPages("/dev/shm/x", kMountinfo, kForce).huge);
+  EXPECT_FALSE(DescribeShmPages("/dev/shm/holdfast", kMountinfo, kDeny).huge);
+}
+
+TEST(ShmPagesTest, ThisMachineAnswers) {
+  const ShmPages p = DescribeShmPages("/dev/shm");
+  EXPECT_FALSE(p.how.empty());
+  std::printf("/dev/shm here: %s\n", p.how.c_str());
+}
+
 }  // namespace
 }  // namespace holdfast::smp
