@@ -567,6 +567,29 @@ def protect_step(args, cluster: "Cluster", spec: Spec, step: int, perf_dir: str 
     }
 
 
+def dir_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def rss_anon(pid: int) -> int:
+    """The process's private memory (heap, stacks, UCX and gRPC buffers), not its segments."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def memory(cluster: "Cluster") -> list:
     out = []
     for d in cluster.daemons:
@@ -575,7 +598,10 @@ def memory(cluster: "Cluster") -> list:
         out.append({"node": d.node_id, "used": st["memory_used_bytes"],
                     "pooled": st["memory_pooled_bytes"], "held": held,
                     "parity": st["cluster"]["parity_bytes"],
-                    "data": held - st["cluster"]["parity_bytes"]})
+                    "data": held - st["cluster"]["parity_bytes"],
+                    # Metadata: the catalog (RocksDB: records, manifests, WAL) on disk.
+                    "catalog": dir_bytes(d.data_dir),
+                    "anon": rss_anon(d.proc.pid) if d.proc else 0})
     return out
 
 
@@ -1120,6 +1146,14 @@ def main() -> int:
             f"{spec.net_per_node / spec.S:6.2f} {read:14.2f} {held_last:16.3f}")
         summary[spec.name].update(held_per_S=held, parity_per_S=parity, rebuild_read_per_S=read,
                                   held_per_S_last_step=held_last)
+        catalogs = [m["catalog"] / spec.S for s in samples for m in s["memory_last"] if "catalog" in m]
+        anons = [m["anon"] for s in samples for m in s["memory_last"] if m.get("anon")]
+        if catalogs:
+            summary[spec.name]["metadata_per_S"] = statistics.median(catalogs)
+        if anons:
+            summary[spec.name]["daemon_anon_bytes"] = statistics.median(anons)
+            say(f"  {'':24s} catalog on disk / S {statistics.median(catalogs):.5f}, daemon "
+                f"private memory {statistics.median(anons) / MIB:.0f} MiB (median per node)")
 
     say()
     say("goals (issue 5), against the aggregate limit (the honest one on one machine):")

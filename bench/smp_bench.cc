@@ -183,6 +183,7 @@ struct Flags {
   uint64_t item_bytes = 16 * kMiB;
   uint64_t budget = 4 * kGiB;
   std::string json_path;
+  std::string shm_root = "/dev/shm";  // where the daemons' segment directories go
   std::string holdfastd = HOLDFAST_HOLDFASTD;
   std::string python = "/usr/bin/python3";
   std::string script = HOLDFAST_TORCH_SCRIPT;
@@ -197,12 +198,14 @@ struct Flags {
 constexpr char kUsage[] =
     "usage: smp_bench [--repeats N] [--items N] [--item-bytes N] [--budget N] [--json FILE]\n"
     "                 [--holdfastd PATH] [--python PATH] [--script PATH] [--no-torch] [--keep]\n"
-    "                 [--only KEY,...]\n"
+    "                 [--only KEY,...] [--shm-root DIR]\n"
     "  --repeats N      timed runs of every contender (default 7)\n"
     "  --items N        items per snapshot (default 64)\n"
     "  --item-bytes N   bytes per item, a multiple of 4 (default 16M; suffixes K, M, G)\n"
     "  --budget N       memory budget of each daemon (default 4G: 3 versions + headroom)\n"
     "  --json FILE      also write every sample as JSON\n"
+    "  --shm-root DIR   a tmpfs for the daemons' segments (default /dev/shm; e.g. one mounted\n"
+    "                   with huge=within_size, as deploy/dev-shm-holdfast.mount does)\n"
     "  --holdfastd P    daemon binary (default: the one built with this bench)\n"
     "  --python P       interpreter with torch (default /usr/bin/python3)\n"
     "  --script P       torch_save_bench.py (default: the source tree's)\n"
@@ -237,6 +240,9 @@ Flags ParseFlags(int argc, char** argv, int first) {
     } else if (arg == "--item-bytes") {
       ok = ParseBytes(value, &flags.item_bytes) && flags.item_bytes >= 4 &&
            flags.item_bytes % 4 == 0;
+    } else if (arg == "--shm-root") {
+      flags.shm_root = value;
+      ok = !value.empty();
     } else if (arg == "--budget") {
       ok = ParseBytes(value, &flags.budget);
     } else if (arg == "--json") {
@@ -557,7 +563,8 @@ void WriteJson(const std::string& path, const Report& r) {
       << ", \"load_after\": " << JsonString(mc.load_after) << "},\n"
       << "  \"config\": {\"items\": " << f.items << ", \"item_bytes\": " << f.item_bytes
       << ", \"bytes\": " << r.bytes << ", \"repeats\": " << f.repeats
-      << ", \"budget\": " << f.budget << ", \"retain\": 2, \"verify_threads\": 2},\n"
+      << ", \"budget\": " << f.budget << ", \"retain\": 2, \"verify_threads\": 2"
+      << ", \"shm_root\": " << JsonString(f.shm_root) << "},\n"
       << "  \"contenders\": [";
   bool first = true;
   for (const Contender& c : *r.contenders) {
@@ -678,8 +685,10 @@ int RunBench(const Flags& flags, const char* self) {
 
   holdfast::bench::StartSignalWatcher();
   char tmp_template[] = "/tmp/smp_bench.XXXXXX";
-  char shm_template[] = "/dev/shm/smp_bench.XXXXXX";
-  if (mkdtemp(tmp_template) == nullptr || mkdtemp(shm_template) == nullptr) Fatal("mkdtemp failed");
+  std::string shm_template = flags.shm_root + "/smp_bench.XXXXXX";
+  if (mkdtemp(tmp_template) == nullptr || mkdtemp(shm_template.data()) == nullptr) {
+    Fatal("mkdtemp failed");
+  }
   const std::string tmp = tmp_template;
   const std::string shm = shm_template;
   RemoveAtExit(shm, flags.keep);

@@ -27,6 +27,8 @@ packages=(
   iproute2
   # the openssl CLI: throwaway CAs and certificates in the mutual-TLS tests and benchmark
   openssl
+  # bench/run_all: plots; profiling (perf, callgrind, heaptrack) as in docs/benchmarks.md
+  python3-matplotlib linux-perf valgrind heaptrack
   # libFuzzer targets (tests/fuzz/run.sh): clang, its sanitizer/fuzzer runtimes, symbolizer
   clang-14 libclang-rt-14-dev llvm-14
 )
