@@ -227,6 +227,22 @@ def cluster_table(r: dict) -> str:
     return table(["configuration", "S per node", "figure", "ours", "limit", "ratio", "n"], rows)
 
 
+def where_table(r: dict) -> str:
+    """What limits protection and rebuild: CPU, against perftest's CPU per GB moved."""
+    perf = r.get("perftest_cpu_s_per_gb", {})
+    per_gb = perf.get("1048576") or perf.get(1048576) or next(iter(perf.values()), None)
+    rows = []
+    for spec, s in r.get("summary", {}).items():
+        for phase, w in s.get("where", {}).items():
+            rows.append([s["label"], phase, f"{w['machine_busy']:.0%}", f"{w['daemons_busy']:.0%}",
+                         f"{w['cpu_s_per_gb']:.2f}",
+                         f"{per_gb / w['cpu_s_per_gb']:.2f}" if per_gb else "–"])
+    return table(["configuration", "phase", "machine busy", "daemons busy",
+                  "daemons' CPU s per GB that crosses",
+                  f"perftest's CPU s/GB ({per_gb:.2f}) / ours" if per_gb else "perftest / ours"],
+                 rows)
+
+
 def memory_table(r: dict) -> str:
     rows = []
     for spec, s in r.get("summary", {}).items():
@@ -489,6 +505,9 @@ def render(results: dict, plot_files: list[tuple[str, str]], plots_rel: str,
         r = result(results, suite)
         out.append(fn(r) if r else why_missing(results, suite))
         if suite == "cluster" and r:
+            out += ["", "Where the time goes: with the machine this busy, a round is bound by the "
+                    "CPU it costs per GB; the last column is the ratio to the limit that CPU "
+                    "alone allows (perftest moving the same bytes).", "", where_table(r)]
             out += ["", "Memory per node after protection (GetStatus: held = used − pooled):", "",
                     memory_table(r)]
     out += ["", "### Hand-off and restore vs snapshot size (`smp_bench --no-torch`)", "",
