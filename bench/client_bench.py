@@ -173,7 +173,7 @@ def main() -> int:
         # 1. Step time, small model (copy on one thread beside one training thread).
         snap = holdfast.Snapshotter("small", 0, 1, daemon.endpoint, copy_threads=1)
         torch.manual_seed(0)
-        small = Trainer(train_loop.build_model(), lambda s: train_loop.batch(s, 0), 4)
+        small = Trainer(train_loop.build_model(64), lambda s: train_loop.batch(s, 0), 4)
         step_overhead("small", small, snap, ARGS.small_steps, ARGS.repeats, results)
         snap.close()
 

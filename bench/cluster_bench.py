@@ -567,12 +567,16 @@ def protect_step(args, cluster: "Cluster", spec: Spec, step: int, perf_dir: str 
     }
 
 
-def dir_bytes(path: str) -> int:
+def catalog_bytes(path: str) -> int:
+    """What the catalog holds: RocksDB's tables, WAL and manifest as written (st_size, not the
+    WAL's preallocation), without its own info LOG files, which are not per-version metadata."""
     total = 0
     for root, _, files in os.walk(path):
         for f in files:
+            if f.startswith("LOG"):
+                continue
             try:
-                total += os.stat(os.path.join(root, f)).st_blocks * 512
+                total += os.stat(os.path.join(root, f)).st_size
             except OSError:
                 pass
     return total
@@ -600,7 +604,7 @@ def memory(cluster: "Cluster") -> list:
                     "parity": st["cluster"]["parity_bytes"],
                     "data": held - st["cluster"]["parity_bytes"],
                     # Metadata: the catalog (RocksDB: records, manifests, WAL) on disk.
-                    "catalog": dir_bytes(d.data_dir),
+                    "catalog": catalog_bytes(d.data_dir),
                     "anon": rss_anon(d.proc.pid) if d.proc else 0})
     return out
 

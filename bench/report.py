@@ -83,23 +83,25 @@ def goals(results: dict) -> list[list[str]]:
     cb = result(results, "client")
     if smp:
         c = smp_contenders(smp)
+        size = fmt_size(smp.get("config", {}).get("bytes", GIB))
         mc = c["memcpy"]["median_seconds"]
         h = c["handoff_steady"]["median_seconds"]
-        rows.append(["P1", "hand 1 GiB to holdfastd, synchronous `Client::Save` (steady)",
+        rows.append(["P1", f"hand {size} to holdfastd, synchronous `Client::Save` (steady)",
                      f"{fmt_s(h)} = **{h / mc:.2f}×** memcpy ({fmt_s(mc)})",
                      "≤ 1.1× memcpy", verdict(h / mc <= 1.1)])
     if cb and cb.get("save_1GiB"):
         sv = cb["save_1GiB"]
         stall = sv["holdfast_stall_in_loop"]["median"]
         ts = sv["torch_save_dev_shm"]["median"]
-        rows.append(["P1", "trainer-visible stall per 1 GiB snapshot in the training loop "
-                     "(`save()` + `wait_staged()`, Python client)",
+        state = (cb.get("1GiB") or {}).get("state_bytes", GIB)
+        rows.append(["P1", f"trainer-visible stall per snapshot of {state / GIB:.2f} GiB in the "
+                     "training loop (`save()` + `wait_staged()`, Python client)",
                      f"{fmt_s(stall)}; torch.save to /dev/shm {fmt_s(ts)} = **{ts / stall:.0f}×** "
                      "longer", "≥ 10× shorter than torch.save", verdict(ts / stall >= 10)])
     if smp:
         rw = c["restore_warm"]["median_seconds"]
         tl = c.get("torch_load", {}).get("median_seconds")
-        rows.append(["P4", "restore of 1 GiB after a trainer crash (warm restore)",
+        rows.append(["P4", f"restore of {size}, client still mapped (warm restore)",
                      f"{fmt_s(rw)} = {rw / mc:.2f}× memcpy"
                      + (f"; torch.load {fmt_s(tl)} = {tl / rw:.0f}× slower" if tl else ""),
                      "≤ 1.2× memcpy; ≥ 10× faster than torch.load",
@@ -107,7 +109,8 @@ def goals(results: dict) -> list[list[str]]:
         np_ = c.get("restore_new_process_prefaulted", {}).get("median_seconds")
         tln = c.get("torch_load_new_process", {}).get("median_seconds")
         if np_ and tln:
-            rows.append(["P4", "… restore in a new process (pre-faulted buffers)",
+            rows.append(["P4", f"restore of {size} after a trainer crash: a new process, "
+                         "pre-faulted buffers",
                          f"{fmt_s(np_)} = {np_ / c['memcpy_b']['median_seconds']:.1f}× memcpy; "
                          f"torch.load in a new process {fmt_s(tln)} = {tln / np_:.1f}× slower",
                          "same", verdict(np_ / c["memcpy_b"]["median_seconds"] <= 1.2
@@ -496,7 +499,7 @@ def render(results: dict, plot_files: list[tuple[str, str]], plots_rel: str,
     out.append(table(["#", "what", "measured (median)", "goal", ""], goals(results)))
     sections = [
         ("ec", "ec/ against raw ISA-L (`bench/ec_bench`)", ec_table),
-        ("smp", "Hand-off and restore of 1 GiB (`bench/smp_bench`)", smp_table),
+        ("smp", "Hand-off and restore (`bench/smp_bench`)", smp_table),
         ("cluster", "Protection and rebuild against ucx_perftest (`bench/cluster_bench.py`)",
          cluster_table),
     ]
@@ -525,8 +528,14 @@ def render(results: dict, plot_files: list[tuple[str, str]], plots_rel: str,
         for name, caption in plot_files:
             out.append(f"![{caption}]({plots_rel}/{name})")
             out.append("")
-    commands = [f"- {s}: `{e['command']}`" for s, e in results.get("suites", {}).items()
-                if "command" in e]
+    commands = []
+    for s, e in results.get("suites", {}).items():
+        subs = {**e.get("sizes", {}), **e.get("runs", {})}
+        for name, sub in ([(s, e)] if "command" in e else
+                          [(f"{s} {k if not k.isdigit() else fmt_size(int(k))}", v)
+                           for k, v in subs.items()]):
+            if "command" in sub:
+                commands.append(f"- {name}: `{sub['command']}`")
     if commands:
         out += ["", "Commands run:", ""] + commands
     out += ["", END]
