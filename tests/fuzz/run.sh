@@ -86,9 +86,10 @@ run_target() {
   local t0 rc=0
   t0=$(date +%s.%N)
   # -purge_allocator_interval=-1: libFuzzer's once-a-second purge of ASan's free memory madvises
-  # it away, and the TLB shootdowns of that madvise cost the cluster target 90% of its time on
-  # these VMs (perf: smp_call_function_many_cond under __sanitizer_purge_allocator; 190 against
-  # 1,700 exec/s). -rss_limit_mb still bounds the process.
+  # it away; on these VMs that madvise's TLB shootdowns and the page faults after it took a third
+  # of the cluster target's samples (perf: smp_call_function_many_cond under
+  # __sanitizer_purge_allocator), and its rate fell to 190 exec/s per worker against 1,000-1,700
+  # without the purge on the same corpus. -rss_limit_mb still bounds the process.
   ASAN_OPTIONS=$asan nice -n 5 "$bin" "${limit[@]}" -timeout=25 -rss_limit_mb=2560 \
       -purge_allocator_interval=-1 -print_final_stats=1 "${extra[@]}" -artifact_prefix="$dir/" \
       "$dir/corpus" >"$out/$t.log" 2>&1 || rc=$?
