@@ -393,8 +393,9 @@ def plots(results: dict, out_dir: str) -> list[tuple[str, str]]:
         if s:
             px.append(size / MIB)
             p1.append(size / s["figures"]["protect step 1"]["seconds"]["median"] / 1e9)
-            _, fl = last_step_figure(r, "ec2+1")
-            pl.append(size / fl["seconds"]["median"] / 1e9 if fl else float("nan"))
+            key, fl = last_step_figure(r, "ec2+1")
+            steady = fl and key != "protect step 1"  # only step 1 fits: no steady point
+            pl.append(size / fl["seconds"]["median"] / 1e9 if steady else float("nan"))
             lim.append(size / s["figures"]["protect step 1"]["limit_aggregate_s"] / 1e9)
     if px:
         ax.plot(px, pl, marker="^", label="protect EC 2+1, steady (per node)")
