@@ -87,10 +87,6 @@ def run(message_bytes=4 << 20, tls="tcp", net_devices="lo", iterations=None,
         # About 2 GiB of traffic, at least 100 messages.
         iterations = max(100, (2 << 30) // max(message_bytes, 1))
     env = dict(os.environ)
-    # The tcp segment sizes holdfastd sets on its own context (smp/transport/ucx_transport.cc),
-    # unless the environment says otherwise: the limit is measured as the daemons send.
-    env.setdefault("UCX_TCP_TX_SEG_SIZE", "64K")
-    env.setdefault("UCX_TCP_RX_SEG_SIZE", "512K")
     if tls:
         env["UCX_TLS"] = tls
     if net_devices:

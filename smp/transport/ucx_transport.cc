@@ -277,13 +277,6 @@ constexpr int kBusyTickMs = 100;
 // how often an idle progress thread with open endpoints wakes to run it.
 constexpr char kKeepaliveInterval[] = "1s";
 constexpr int kKeepaliveTickMs = 1000;
-// The tcp transport's segments (unless UCX_TCP_TX_SEG_SIZE / _RX_SEG_SIZE say
-// otherwise). UCX's 8 KiB defaults cut each 1 MiB window into 128 sends and
-// as many receive copies; these cut the daemons' CPU per GB by about a fifth
-// and make protection about 1.3x faster on loopback (docs/benchmarks.md).
-// They apply to tcp only; other transports ignore them.
-constexpr std::pair<const char*, const char*> kTcpDefaults[] = {{"TCP_TX_SEG_SIZE", "64K"},
-                                                                {"TCP_RX_SEG_SIZE", "512K"}};
 // How long the destructor lets UCX finish what it cannot interrupt
 // (matched receives, close handshakes) before it destroys the worker.
 constexpr auto kShutdownGrace = std::chrono::seconds(5);
@@ -493,15 +486,6 @@ Status UcxTransport::InitUcx(const TransportOptions& options) {
     if (s != UCS_OK) {
       ucp_config_release(config);
       return FromUcs(s, "UCX_KEEPALIVE_INTERVAL").WithContext("UCX init");
-    }
-  }
-  for (const auto& [name, value] : kTcpDefaults) {
-    if (std::getenv(("UCX_" + std::string(name)).c_str()) != nullptr) continue;
-    // A transport-level key: UCX keeps it and applies it to every tcp interface.
-    s = ucp_config_modify(config, name, value);
-    if (s != UCS_OK) {
-      ucp_config_release(config);
-      return FromUcs(s, "UCX_" + std::string(name)).WithContext("UCX init");
     }
   }
   ucp_params_t params{};
