@@ -341,9 +341,7 @@ def levers_table(results: dict) -> str:
                              a[key]["label"], fmt_s(x), fmt_s(y), f"{x / y:.2f}×"])
     cl = result(results, "cluster")
     base = (cl or {}).get("summary", {}).get("ec2+1")
-    for name, title in (("cluster_plain_shm", "segments in 2 MiB pages vs 4 KiB"),
-                        ("cluster_ucx_default_segments",
-                         "holdfastd's tcp segments (64 KiB / 512 KiB) vs UCX's (8 KiB / 64 KiB)")):
+    for name, title in (("cluster_plain_shm", "segments in 2 MiB pages vs 4 KiB"),):
         other = ((lv.get(name) or {}).get("result") or {}).get("summary", {}).get("ec2+1")
         if not (base and other) or base["S"] != other["S"]:
             continue
