@@ -193,13 +193,14 @@ std::string Unescape(std::string_view field) {
   return out;
 }
 
-std::vector<std::string_view> Fields(std::string_view line) {
+// The non-empty pieces of `line` between `sep`s.
+std::vector<std::string_view> Fields(std::string_view line, char sep = ' ') {
   std::vector<std::string_view> out;
   size_t i = 0;
   while (i < line.size()) {
-    while (i < line.size() && line[i] == ' ') ++i;
+    while (i < line.size() && line[i] == sep) ++i;
     const size_t start = i;
-    while (i < line.size() && line[i] != ' ') ++i;
+    while (i < line.size() && line[i] != sep) ++i;
     if (i > start) out.push_back(line.substr(start, i - start));
   }
   return out;
@@ -258,12 +259,8 @@ ShmPages DescribeShmPages(const std::string& directory, std::string_view mountin
     return out;
   }
   std::string huge = "never";
-  for (size_t i = 0; i <= options.size();) {
-    size_t comma = options.find(',', i);
-    if (comma == std::string::npos) comma = options.size();
-    const std::string opt = options.substr(i, comma - i);
-    if (opt.rfind("huge=", 0) == 0) huge = opt.substr(5);
-    i = comma + 1;
+  for (const std::string_view opt : Fields(options, ',')) {
+    if (opt.substr(0, 5) == "huge=") huge = std::string(opt.substr(5));
   }
   const std::string mount = "tmpfs " + point + " huge=" + huge;
   if (mode == "deny") {

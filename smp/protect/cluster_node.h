@@ -236,17 +236,17 @@ class ClusterNode final : public v1::Peer::Service {
                               const std::vector<std::optional<v1::GroupStateResponse>>& states,
                               std::optional<int64_t> assume_protected);
   void MaybeRebuild(const std::vector<std::optional<v1::GroupStateResponse>>& states);
+  // The manifest of (job, step) from the first of `holders` that gives it
+  // (of round `round_id` only, when given).
+  std::optional<v1::ProtectionRecord> FetchManifest(const std::string& job_id, int64_t step,
+                                                    ec::NodeMask holders,
+                                                    std::optional<uint32_t> round_id = {});
   // Pending rounds whose step another member has held, as protected, for
   // longer than rpc_timeout: the coordinator concluded the round there but
   // this member's Conclude never came (the coordinator died between its
   // Conclude calls, or the call failed). Records each with the manifest a
   // holder recorded, when it is this very round's. `holders`: job -> step ->
   // the other members that hold it.
-  // The manifest of (job, step) from the first of `holders` that gives it
-  // (of round `round_id` only, when given).
-  std::optional<v1::ProtectionRecord> FetchManifest(const std::string& job_id, int64_t step,
-                                                    ec::NodeMask holders,
-                                                    std::optional<uint32_t> round_id = {});
   void ConcludeOverdueRounds(
       const std::map<std::string, std::map<int64_t, ec::NodeMask>>& holders);
   // The newest step of `job` protected here (-1: none), and whether a round
