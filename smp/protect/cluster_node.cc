@@ -471,6 +471,7 @@ grpc::Status ClusterNode::GroupState(grpc::ServerContext* ctx, const v1::GroupSt
   auto summaries = OnLoop([&] { return manager_->Summaries(req->job_id()); });
   resp->set_node_id(me_.id);
   resp->set_incarnation(options_.incarnation);
+  resp->set_ucx_address(transport_->address());
   std::map<std::string, v1::JobGroupState*> by_job;
   for (const auto& s : summaries) {
     auto* js = resp->add_jobs();
@@ -663,9 +664,18 @@ void ClusterNode::PollOnce() {
         if (peer.id != me_.id) MarkDown(peer, s);
         return;
       }
-      if (peer.id != me_.id && resp.incarnation() != peer.incarnation) {
-        // Restarted with a new memory: reconnect with its new address.
-        if (!EnsureEndpoint(peer, /*force=*/true).ok()) return;
+      if (peer.id != me_.id) {
+        bool restarted;
+        {
+          std::lock_guard lock(mu_);
+          restarted = resp.incarnation() != peer.incarnation ||
+                      (!resp.ucx_address().empty() && resp.ucx_address() != peer.ucx_address);
+        }
+        // A new process (a new incarnation when its memory was lost too):
+        // reconnect with its new address. A restart between two polls is
+        // seen only here, and the old address would fail every round. (An
+        // older daemon sends no address.)
+        if (restarted && !EnsureEndpoint(peer, /*force=*/true).ok()) return;
       }
       {
         std::lock_guard lock(mu_);
