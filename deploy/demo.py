@@ -196,6 +196,17 @@ class Demo:
                 raise RuntimeError(f"the replacement n{i} did not start; see {n['log']}")
             time.sleep(0.1)
 
+    def print_logs(self, lines: int = 40) -> None:
+        """The end of every daemon's log (they go with the cluster's directory)."""
+        for i, n in enumerate(self.cluster["nodes"] if self.cluster else []):
+            try:
+                with open(n["log"], errors="replace") as f:
+                    tail = f.readlines()[-lines:]
+            except OSError:
+                continue
+            say(f"\n--- n{i}: the last {len(tail)} lines of {n['log']} ---")
+            sys.stdout.write("".join(tail))
+
     def cleanup(self) -> None:
         for job in self.jobs:
             job.kill()
@@ -318,6 +329,7 @@ def main() -> int:
         return 0 if demo.run() else 1
     except (RuntimeError, subprocess.CalledProcessError) as e:
         say(f"\ndemo failed: {e}")
+        demo.print_logs()
         return 1
     finally:
         demo.cleanup()

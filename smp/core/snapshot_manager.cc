@@ -807,7 +807,10 @@ Status SnapshotManager::OpenRestore(const v1::OpenRestoreRequest& req,
   leases_[id] = Lease{req.job_id(), step, req.rank(), req.session_id(), Clock::now()};
   if (auto s = sessions_.find(req.session_id()); s != sessions_.end()) {
     SessionInfo& session = s->second;
-    if (!session.wrote && session.resumed_at == 0) session.resumed_at = id;
+    if (!session.wrote && session.resumed_at == 0) {
+      session.resumed_at = id;
+      MarkAbandonedByResume(*job, step, req.session_id());
+    }
   }
   ++v.leases;
   resp->set_lease_id(id);
@@ -817,6 +820,29 @@ Status SnapshotManager::OpenRestore(const v1::OpenRestoreRequest& req,
   spdlog::info("restore job {} step {} rank {}: {} items from {} (lease {})", req.job_id(), step,
                req.rank(), resp->items_size(), part.segment.name(), id);
   return Status::Ok();
+}
+
+void SnapshotManager::MarkAbandonedByResume(Job& job, int64_t step, uint64_t session_id) {
+  // Only a restart of the job resumes: a reader beside a running trainer
+  // (one of the job's sessions here has written) abandons nothing. And only
+  // in a cluster, from the restore point, where Begin drops the newer steps
+  // as an abandoned run's anyway.
+  if (!restore_point_ || step != restore_point_(job.record.job_id())) return;
+  for (const auto& [id, other] : sessions_) {
+    if (id != session_id && other.job_id == job.record.job_id() && other.wrote) return;
+  }
+  // Marked now, not at the Begin: another member's rank of the resumed run
+  // may commit step + 1 before this rank begins it (a collective in the
+  // step orders every rank's restore before any commit), and the group must
+  // not protect that with this node's step + 1 of the old run.
+  for (auto it = job.versions.upper_bound(step); it != job.versions.end(); ++it) {
+    Version& v = it->second;
+    if (!v.complete || v.retired || v.abandoned) continue;
+    v.abandoned = true;
+    spdlog::info("job {} resumed from step {}: its step {} here is from the earlier run; it is "
+                 "not protected, and goes when the job saves a step up to it",
+                 job.record.job_id(), step, it->first);
+  }
 }
 
 Status SnapshotManager::CloseRestore(const v1::CloseRestoreRequest& req) {

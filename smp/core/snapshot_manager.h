@@ -204,7 +204,10 @@ class SnapshotManager {
   // segments until UnpinVersion; pins count. A pinned version is still
   // served and listed; Drop retires it, and its segments are freed when the
   // last pin (or lease) goes. NOT_FOUND when `step` is not complete locally.
-  Result<PinnedVersion> PinVersion(const std::string& job_id, int64_t step);
+  // `to_protect`: for a protection round, which must not protect a version
+  // a resumed run abandoned (FAILED_PRECONDITION).
+  Result<PinnedVersion> PinVersion(const std::string& job_id, int64_t step,
+                                   bool to_protect = false);
   // Releases one pin; the version's retention is then planned again.
   void UnpinVersion(const std::string& job_id, int64_t step);
 
@@ -304,6 +307,9 @@ class SnapshotManager {
   void FinishCommit(uint64_t write_id, Status verified, int64_t verify_micros, CommitDone done);
   // Why a rank cannot write or commit `step` of `job`, a retired version.
   static Status RetiredStepError(const Job& job, const Version& version);
+  // A session that had not written restored `step`: marks the job's newer
+  // complete versions abandoned (Version::abandoned) when that is a resume.
+  void MarkAbandonedByResume(Job& job, int64_t step, uint64_t session_id);
 
   // Checksums every item of `manifest` in `segment` on the workers, items
   // spread across them; `done` runs on the loop unless the manager is gone by

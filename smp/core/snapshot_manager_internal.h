@@ -79,6 +79,11 @@ struct SnapshotManager::Version {
   int pins = 0;          // cluster protection (PinVersion): kept by retention and eviction
   bool retired = false;  // dropped from the catalog; freed when the last holder is done
   bool damaged = false;  // a part failed verification (then also retired)
+  // Newer than the step a resumed run restored (see OpenRestore): the run
+  // that committed it is gone. Never offered for protection; the resumed
+  // run's Begin of a step up to it drops it. Not in the catalog: a restart
+  // forgets it, and the Begin still drops the version.
+  bool abandoned = false;
 
   bool Held() const { return leases > 0 || verifying > 0 || pins > 0; }
   // Every committed part verified. Retention asks this of complete versions.

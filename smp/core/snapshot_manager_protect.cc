@@ -17,7 +17,8 @@ constexpr int kProtectionRank = -1;
 using manager_internal::RanksToString;
 using manager_internal::UnixMicros;
 
-Result<PinnedVersion> SnapshotManager::PinVersion(const std::string& job_id, int64_t step) {
+Result<PinnedVersion> SnapshotManager::PinVersion(const std::string& job_id, int64_t step,
+                                                  bool to_protect) {
   Job* job = FindJob(job_id);
   if (job == nullptr) return Status::NotFound("job " + job_id + " is not registered");
   auto it = job->versions.find(step);
@@ -26,6 +27,13 @@ Result<PinnedVersion> SnapshotManager::PinVersion(const std::string& job_id, int
                             std::to_string(step));
   }
   Version& v = it->second;
+  if (to_protect && v.abandoned) {
+    // The group saw it complete here before the job's restart restored an
+    // older step: with the other members' steps of the resumed run it would
+    // make a version no single run wrote.
+    return Status::FailedPrecondition("job " + job_id + " step " + std::to_string(step) +
+                                      " here is from a run that resumed from an older step");
+  }
   ++v.pins;
   PinnedVersion out;
   for (const auto& [rank, part] : v.parts) {
@@ -181,7 +189,7 @@ std::vector<SnapshotManager::JobSummary> SnapshotManager::Summaries(
     s.world_size = job->record.world_size();
     s.local_ranks.assign(job->local_ranks.begin(), job->local_ranks.end());
     for (const auto& [step, v] : job->versions) {
-      if (!v.complete || v.retired) continue;
+      if (!v.complete || v.retired || v.abandoned) continue;
       CompleteStep& c = s.complete.emplace_back();
       c.step = step;
       for (const auto& [rank, part] : v.parts) {

@@ -95,7 +95,9 @@ Result<v1::ProtectResponse> ClusterNode::RunRoles(const v1::ProtectRequest& req,
   DataBuffer data;
   bool pinned = false;
   if (sizes[me] > 0) {
-    auto pin = OnLoop([&] { return manager_->PinVersion(req.job_id(), req.step()); });
+    auto pin = OnLoop([&] {
+      return manager_->PinVersion(req.job_id(), req.step(), /*to_protect=*/true);
+    });
     if (!pin.ok()) return pin.status();
     pinned = true;
     std::vector<BufferPart> parts;

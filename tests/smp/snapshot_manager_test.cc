@@ -825,6 +825,74 @@ TEST_F(SnapshotManagerTest, PinnedVersionOutlivesRetentionUntilUnpinned) {
   EXPECT_TRUE(HasCode(OnLoop([&] { return manager_->PinVersion("j", 1); }).status(), StatusCode::kNotFound));
 }
 
+// A job restarted from its restore point (4) while this node held its
+// newer step 5 of the run that crashed: another member's rank of the resumed
+// run may commit 5 before this rank begins it, and the group must not
+// protect that with this node's old step 5 (python.demo failed that way:
+// the round pinned the old step, and the rank's Begin of 5 was refused).
+TEST_F(SnapshotManagerTest, ARunResumedFromTheRestorePointAbandonsNewerStepsForProtection) {
+  int64_t restore_point = 4;
+  OnLoop([&] {
+    manager_->SetRestorePoint([&](const std::string&) { return restore_point; });
+    return 0;
+  });
+  ASSERT_TRUE(Register("j", {0}, 2).ok());
+  const auto open_session = [&] {
+    v1::OpenSessionRequest open;
+    open.set_job_id("j");
+    open.set_rank(0);
+    return OnLoop([&] { return manager_->OpenSession(open); });
+  };
+  const auto offered = [&] {
+    std::vector<int64_t> steps;
+    for (const auto& js : OnLoop([&] { return manager_->Summaries("j"); })) {
+      for (const auto& c : js.complete) steps.push_back(c.step);
+    }
+    return steps;
+  };
+  const auto pin = [&](int64_t step, bool to_protect) {
+    auto pinned = OnLoop([&] { return manager_->PinVersion("j", step, to_protect); });
+    if (pinned.ok()) {
+      OnLoop([&] {
+        manager_->UnpinVersion("j", step);
+        return 0;
+      });
+    }
+    return pinned.status();
+  };
+  const uint64_t run1 = open_session();
+  ASSERT_TRUE(Save("j", 0, 4, 2, false, run1).ok());
+  ASSERT_TRUE(Save("j", 0, 5, 2, false, run1).ok());
+  EXPECT_EQ(offered(), (std::vector<int64_t>{4, 5}));
+
+  // A reader beside the running trainer (whose session has written) is no
+  // resume: step 5 is still offered.
+  const uint64_t reader = open_session();
+  ASSERT_EQ(*RestoreAndCheck("j", 0, std::nullopt, reader), 4);
+  EXPECT_EQ(offered(), (std::vector<int64_t>{4, 5}));
+  EXPECT_TRUE(IsOk(pin(5, /*to_protect=*/true)));
+
+  // The trainer crashes (its session closes) and its new process restores
+  // the restore point: step 5 stays readable, but is no longer offered, and
+  // a round that saw it before cannot pin it.
+  OnLoop([&] {
+    manager_->CloseSession(run1);
+    manager_->CloseSession(reader);
+    return 0;
+  });
+  const uint64_t run2 = open_session();
+  ASSERT_EQ(*RestoreAndCheck("j", 0, std::nullopt, run2), 4);
+  EXPECT_EQ(offered(), (std::vector<int64_t>{4}));
+  EXPECT_TRUE(HasCode(pin(5, /*to_protect=*/true), StatusCode::kFailedPrecondition));
+  EXPECT_TRUE(IsOk(pin(5, /*to_protect=*/false)));
+  EXPECT_EQ(*RestoreAndCheck("j", 0, 5), 5);
+  // The resumed run saves step 5 again: it replaces the old one, and is
+  // offered.
+  ASSERT_TRUE(Save("j", 0, 5, 2, false, run2).ok());
+  EXPECT_EQ(offered(), (std::vector<int64_t>{4, 5}));
+  EXPECT_TRUE(IsOk(pin(5, /*to_protect=*/true)));
+}
+
 TEST_F(SnapshotManagerTest, ProtectionSegmentsCountAgainstTheBudget) {
   NewManager(4 << 20);
   const uint64_t before = GetStatus().memory_used_bytes();
