@@ -189,6 +189,7 @@ struct Flags {
   std::string script = HOLDFAST_TORCH_SCRIPT;
   bool torch = true;
   bool keep = false;
+  int spares = -1;  // holdfastd --spares; -1: its default
   std::vector<std::string> only;  // contender keys to run (empty: all)
   // restore-child only
   std::string socket;
@@ -198,7 +199,7 @@ struct Flags {
 constexpr char kUsage[] =
     "usage: smp_bench [--repeats N] [--items N] [--item-bytes N] [--budget N] [--json FILE]\n"
     "                 [--holdfastd PATH] [--python PATH] [--script PATH] [--no-torch] [--keep]\n"
-    "                 [--only KEY,...] [--shm-root DIR]\n"
+    "                 [--only KEY,...] [--shm-root DIR] [--spares N]\n"
     "  --repeats N      timed runs of every contender (default 7)\n"
     "  --items N        items per snapshot (default 64)\n"
     "  --item-bytes N   bytes per item, a multiple of 4 (default 16M; suffixes K, M, G)\n"
@@ -212,6 +213,7 @@ constexpr char kUsage[] =
     "  --no-torch       skip torch.save / torch.load\n"
     "  --keep           keep the temporary directories (daemon logs, catalogs)\n"
     "  --only K,K       run only these contenders (keys as in the JSON; for profiling)\n"
+    "  --spares N       the daemons' --spares (segments made ahead; default: theirs)\n"
     "internal: smp_bench restore-child --socket S --items N --item-bytes N [--prefault]\n";
 
 Flags ParseFlags(int argc, char** argv, int first) {
@@ -243,6 +245,9 @@ Flags ParseFlags(int argc, char** argv, int first) {
     } else if (arg == "--shm-root") {
       flags.shm_root = value;
       ok = !value.empty();
+    } else if (arg == "--spares") {
+      flags.spares = std::atoi(value.c_str());
+      ok = flags.spares >= 0 && flags.spares <= 2;
     } else if (arg == "--budget") {
       ok = ParseBytes(value, &flags.budget);
     } else if (arg == "--json") {
@@ -318,6 +323,7 @@ Daemon StartDaemon(const Flags& flags, const std::string& label, const std::stri
               {"--shm-prefix", d.prefix, "--memory-budget", std::to_string(flags.budget)});
   args.insert(args.end(), {"--retain", "2", "--log-level", "info"});
   args.insert(args.end(), {"--verify", verify_mode});
+  if (flags.spares >= 0) args.insert(args.end(), {"--spares", std::to_string(flags.spares)});
   const int log_fd = open(d.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) Fatal("cannot create " + d.log);
   d.pid = ForkExec(args, -1, log_fd, log_fd);
@@ -441,6 +447,7 @@ std::optional<double> PairedRatio(const Contender& ours, const Contender& limit)
 struct Machine : holdfast::bench::MachineBasics {
   std::string torch;
   std::string rpc;
+  std::string first_saves;  // the daemons' first three saves: Begin time, segments created
   std::string load_before;
   std::string load_after;
 };
@@ -559,7 +566,8 @@ void WriteJson(const std::string& path, const Report& r) {
       << ", \"memory\": " << JsonString(mc.memory) << ", \"kernel\": " << JsonString(mc.kernel)
       << ", \"compiler\": " << JsonString(mc.compiler) << ", \"build\": " << JsonString(mc.build)
       << ", \"thp\": " << JsonString(mc.thp) << ", \"torch_numpy_python\": " << JsonString(mc.torch)
-      << ", \"rpc\": " << JsonString(mc.rpc) << ", \"load_before\": " << JsonString(mc.load_before)
+      << ", \"rpc\": " << JsonString(mc.rpc) << ", \"first_saves\": " << JsonString(mc.first_saves)
+      << ", \"load_before\": " << JsonString(mc.load_before)
       << ", \"load_after\": " << JsonString(mc.load_after) << "},\n"
       << "  \"config\": {\"items\": " << f.items << ", \"item_bytes\": " << f.item_bytes
       << ", \"bytes\": " << r.bytes << ", \"repeats\": " << f.repeats
@@ -871,13 +879,24 @@ int RunBench(const Flags& flags, const char* self) {
   // Cold: the first saves get new segments (3 with retain 2: two kept
   // versions and the one being written), the client maps each for the first
   // time. Only calls that created a segment count as cold.
+  // With spares (holdfastd --spares), the first save's Begin also queues
+  // the next segments in the background: the second and third saves take
+  // them if they are ready, which the alternation between the two daemons
+  // gives them time for (as a training step would).
   std::fprintf(stderr, "cold saves...\n");
   for (int i = 0; i < 3; ++i) {
     for (Target* t : {&bg, &cv}) {
       Sample s = TimedSave(*t, *t->client, items, shm);
       if (s.new_segments > 0) cs[t == &bg ? i_cold : i_cold_cv].samples.push_back(s);
+      mc.first_saves += (mc.first_saves.empty() ? "" : "; ") + std::string(t == &bg ? "bg" : "cv") +
+                        " save " + std::to_string(i + 1) + ": " + Fixed(s.seconds, 3) +
+                        " s, Begin " + Fixed(s.begin, 3) + " s, " +
+                        std::to_string(s.new_segments) + " new segment file(s)";
     }
   }
+  std::printf("first saves (spares %s): %s\n\n",
+              flags.spares < 0 ? "default" : std::to_string(flags.spares).c_str(),
+              mc.first_saves.c_str());
   // Each repeat runs every contender of the phase once, in an order reversed
   // every other repeat, after untimed warm-up rotations (two for phase A, so
   // that the cold saves' first touches have settled).

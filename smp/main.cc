@@ -180,6 +180,7 @@ int main(int argc, char** argv) {
   options.node_id = config.node_id;
   options.memory_budget_bytes = config.memory_budget_bytes;
   options.retain_versions = config.retain_versions;
+  options.spare_segments = config.spare_segments;
   options.max_items = config.max_items;
   options.write_timeout = std::chrono::seconds(config.write_timeout_seconds);
   options.lease_timeout = std::chrono::seconds(config.lease_timeout_seconds);

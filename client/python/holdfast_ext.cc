@@ -121,6 +121,7 @@ class PyClient {
     o.local_ranks = std::move(local_ranks);
     o.copy_threads = copy_threads;
     o.rpc_timeout = Millis(rpc_timeout);
+    o.restore_resumes = true;  // the trainer's own client (holdfast.Snapshotter)
     auto c = WithoutGil([&] { return Client::Connect(o); });
     if (!c.ok()) Raise(c.status());
     client_ = std::move(c).value();

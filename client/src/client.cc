@@ -480,6 +480,7 @@ struct Client::Impl {
     req.set_latest(!step.has_value());
     req.set_step(step.value_or(0));
     req.set_session_id(SessionId());
+    req.set_resume(options.restore_resumes);
     for (const auto& n : names) req.add_names(n);
     v1::OpenRestoreResponse resp;
     Status opened = Call(&v1::Snapshot::Stub::OpenRestore, req, &resp);

@@ -246,7 +246,7 @@ Status CheckVerifyMode(const DaemonConfig& config) {
 Status CheckJobQuota(const DaemonConfig& config) { return JobQuotaBytes(config).status(); }
 
 using C = DaemonConfig;
-const std::array<Field, 30> kFields = {{
+const std::array<Field, 31> kFields = {{
     {"node_id", "--node-id", "this node's name among its peers", "NAME", &SetString<&C::node_id>,
      &CheckNodeId, &ShowString<&C::node_id>},
     {"socket", "--socket", "Unix socket trainers connect to", "PATH", &SetString<&C::socket_path>,
@@ -266,6 +266,10 @@ const std::array<Field, 30> kFields = {{
     {"snapshots.retain", "--retain", "complete versions kept per job", "N",
      &SetInt<&C::retain_versions>, &CheckIntRange<&C::retain_versions, 1, INT_MAX>,
      &ShowInt<&C::retain_versions>},
+    {"snapshots.spares", "--spares",
+     "segments made ahead, in the background, for a rank whose snapshot needed a new one (0-2)",
+     "N", &SetInt<&C::spare_segments>, &CheckIntRange<&C::spare_segments, 0, 2>,
+     &ShowInt<&C::spare_segments>},
     {"snapshots.max_items", "--max-items", "items in one rank's snapshot", "N",
      &SetCount<&C::max_items>, &CheckPositive<&C::max_items>, &ShowCount<&C::max_items>},
     {"snapshots.write_timeout_s", "--write-timeout-s",

@@ -22,6 +22,7 @@ struct DaemonConfig {
   std::string shm_prefix = "holdfast";                 // shm.prefix
   uint64_t memory_budget_bytes = uint64_t{8} << 30;    // memory.budget ("8GiB", "512MiB")
   int retain_versions = 2;                             // snapshots.retain (>= 1)
+  int spare_segments = 2;                              // snapshots.spares (0-2)
   uint64_t max_items = 1 << 20;                        // snapshots.max_items per rank snapshot
   int write_timeout_seconds = 600;                     // snapshots.write_timeout_s
   int lease_timeout_seconds = 600;                     // snapshots.lease_timeout_s

@@ -32,6 +32,10 @@ SnapshotManager::SnapshotManager(ManagerOptions options, Catalog* catalog,
 
 SnapshotManager::~SnapshotManager() {
   *alive_ = false;
+  // A spare being made finishes (its file is removed: see PrepareSpares);
+  // queued ones are skipped.
+  stopping_spares_ = true;
+  spare_maker_.reset();
   // The tasks read segments this manager maps (and unmaps on destruction).
   verify_tasks_->CancelAndWait();
 }
@@ -263,8 +267,10 @@ bool SnapshotManager::EvictOneVersion(const std::string& prefer_job) {
   return true;
 }
 
-Result<Segment> SnapshotManager::AcquireSegment(Job& job, int rank, uint64_t bytes) {
+Result<Segment> SnapshotManager::AcquireSegment(Job& job, int rank, uint64_t bytes,
+                                                bool* created) {
   const std::string& job_id = job.record.job_id();
+  *created = false;
   for (;;) {
     // A pooled segment of exactly this size; the one this rank used last
     // first, since its client still has it mapped.
@@ -313,7 +319,70 @@ Result<Segment> SnapshotManager::AcquireSegment(Job& job, int rank, uint64_t byt
   }
   HOLDFAST_ASSIGN_OR_RETURN(Segment seg, segments_->Create(seg_id_next_++, bytes));
   used_bytes_ += seg.bytes();
+  *created = true;
   return seg;
+}
+
+void SnapshotManager::PrepareSpares(const Job& job, int rank, uint64_t bytes) {
+  const std::string& job_id = job.record.job_id();
+  const int want = std::clamp(options_.spare_segments, 0, kMaxSparesPerRank);
+  int have = 0;
+  if (auto it = spares_in_flight_.find({job_id, rank}); it != spares_in_flight_.end()) {
+    have = it->second;
+  }
+  auto [lo, hi] = pool_.equal_range(bytes);
+  for (auto it = lo; it != hi; ++it) {
+    have += it->second.job_id == job_id && it->second.rank == rank ? 1 : 0;
+  }
+  // Spares come out of free budget only, leaving room for one more segment
+  // of this size (and a quarter of the budget): a spare in the making
+  // cannot be trimmed for room, so another job's Begin must not need it.
+  const uint64_t keep_free = std::max(bytes, options_.memory_budget_bytes / 4);
+  for (; have < want; ++have) {
+    if (used_bytes_ + bytes + keep_free > options_.memory_budget_bytes) return;
+    Result<uint64_t> id = NextSegmentId();
+    if (!id.ok()) return;
+    if (spare_maker_ == nullptr) spare_maker_ = std::make_unique<WorkerPool>(1);
+    used_bytes_ += bytes;
+    spare_bytes_in_flight_ += bytes;
+    ++spares_in_flight_[{job_id, rank}];
+    std::weak_ptr<bool> alive = alive_;
+    spare_maker_->Submit([this, alive, job_id, rank, bytes, id = *id] {
+      if (stopping_spares_) return;
+      const auto start = Clock::now();
+      auto made = std::make_shared<Result<Segment>>(segments_->Create(id, bytes));
+      const double millis =
+          std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      if (stopping_spares_ && made->ok()) {
+        // The manager is going; its store is still here (the destructor
+        // waits for this task). Leave no file behind.
+        (void)segments_->Remove((*made)->name());
+        return;
+      }
+      loop_->Post([this, alive, job_id, rank, bytes, made, millis] {
+        if (alive.expired()) return;  // the next start removes the stray file
+        FinishSpare(job_id, rank, bytes, std::move(*made), millis);
+      });
+    });
+  }
+}
+
+void SnapshotManager::FinishSpare(const std::string& job_id, int rank, uint64_t bytes,
+                                  Result<Segment> made, double millis) {
+  spare_bytes_in_flight_ -= bytes;
+  if (auto it = spares_in_flight_.find({job_id, rank}); it != spares_in_flight_.end()) {
+    if (--it->second == 0) spares_in_flight_.erase(it);
+  }
+  if (!made.ok()) {
+    used_bytes_ -= bytes;
+    spdlog::warn("could not prepare a spare segment for job {} rank {}: {}", job_id, rank,
+                 made.status().ToString());
+    return;
+  }
+  spdlog::debug("prepared spare segment {} ({}) for job {} rank {} in {:.0f} ms",
+                made->name(), MiBText(bytes), job_id, rank, millis);
+  pooled_bytes_ += bytes;
+  pool_.emplace(bytes, Pooled{std::move(made).value(), job_id, rank});
 }
 
 // ---- writing -------------------------------------------------------------------------
@@ -414,7 +483,8 @@ Status SnapshotManager::Begin(const v1::BeginSnapshotRequest& req,
           " (jobs.quota); commit or abort open snapshots, or drop versions");
     }
   }
-  HOLDFAST_ASSIGN_OR_RETURN(Segment seg, AcquireSegment(*job, req.rank(), bytes));
+  bool created = false;
+  HOLDFAST_ASSIGN_OR_RETURN(Segment seg, AcquireSegment(*job, req.rank(), bytes, &created));
 
   auto w = std::make_unique<Write>();
   w->id = next_id_++;
@@ -445,6 +515,7 @@ Status SnapshotManager::Begin(const v1::BeginSnapshotRequest& req,
                 req.step(), req.rank(), req.items_size(), MiB(placement.end), seg.name());
   w->segment = std::move(seg);
   writes_[w->id] = std::move(w);
+  if (created) PrepareSpares(*job, req.rank(), bytes);
   return Status::Ok();
 }
 
@@ -809,7 +880,7 @@ Status SnapshotManager::OpenRestore(const v1::OpenRestoreRequest& req,
     SessionInfo& session = s->second;
     if (!session.wrote && session.resumed_at == 0) {
       session.resumed_at = id;
-      MarkAbandonedByResume(*job, step, req.session_id());
+      if (req.resume()) MarkAbandonedByResume(*job, step, req.session_id());
     }
   }
   ++v.leases;
@@ -823,8 +894,11 @@ Status SnapshotManager::OpenRestore(const v1::OpenRestoreRequest& req,
 }
 
 void SnapshotManager::MarkAbandonedByResume(Job& job, int64_t step, uint64_t session_id) {
-  // Only a restart of the job resumes: a reader beside a running trainer
-  // (one of the job's sessions here has written) abandons nothing. And only
+  // Only a trainer's restore resumes (OpenRestoreRequest.resume: a tool
+  // that checks the restore point between two saves must not stop the next
+  // step's protection, as the chaos suite's budget fault showed), and only
+  // a restart of the job: beside a running trainer (one of the job's
+  // sessions here has written) nothing is abandoned. And only
   // in a cluster, from the restore point, where Begin drops the newer steps
   // as an abandoned run's anyway.
   if (!restore_point_ || step != restore_point_(job.record.job_id())) return;

@@ -65,6 +65,7 @@
 #ifndef HOLDFAST_SMP_CORE_SNAPSHOT_MANAGER_H_
 #define HOLDFAST_SMP_CORE_SNAPSHOT_MANAGER_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -96,6 +97,10 @@ struct ManagerOptions {
   std::string node_id = "node0";
   uint64_t memory_budget_bytes = uint64_t{8} << 30;
   int retain_versions = 2;
+  // Segments prepared ahead, in the background, for a rank whose Begin had
+  // to create one (0-2; see PrepareSpares): its next Begins find them in
+  // the pool instead of waiting for the kernel to zero new memory.
+  int spare_segments = 2;
   uint64_t max_items = 1 << 20;
   std::chrono::seconds write_timeout{600};
   std::chrono::seconds lease_timeout{600};
@@ -287,7 +292,15 @@ class SnapshotManager {
 
   Job* FindJob(const std::string& job_id);
   Status CheckRank(const Job& job, int rank) const;
-  Result<Segment> AcquireSegment(Job& job, int rank, uint64_t bytes);
+  // `created`: the segment is new (none of this size was pooled).
+  Result<Segment> AcquireSegment(Job& job, int rank, uint64_t bytes, bool* created);
+  // After a Begin of `bytes` had to create its segment: creates up to
+  // options_.spare_segments more of that size for the rank on spare_maker_
+  // (off the loop) and pools them, while the budget keeps room for one more
+  // such segment (and at least a quarter of the budget) besides them.
+  void PrepareSpares(const Job& job, int rank, uint64_t bytes);
+  void FinishSpare(const std::string& job_id, int rank, uint64_t bytes, Result<Segment> made,
+                   double millis);
   // Makes room for `bytes` more by freeing pooled segments; false if even
   // that is not enough.
   bool MakeRoomFromPool(uint64_t bytes);
@@ -377,6 +390,12 @@ class SnapshotManager {
   // Verification tasks on the workers, for the destructor to cancel and
   // await; shared with the tasks, which touch it last.
   std::shared_ptr<VerifyTasks> verify_tasks_;
+  // Spare segments being made (PrepareSpares): their bytes are in
+  // used_bytes_ already; per (job, rank), how many.
+  uint64_t spare_bytes_in_flight_ = 0;
+  std::map<std::pair<std::string, int>, int> spares_in_flight_;
+  std::atomic<bool> stopping_spares_{false};
+  std::unique_ptr<WorkerPool> spare_maker_;  // one thread; made on first use
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::vector<RecoveredProtection> recovered_protections_;
   RestorePointFn restore_point_;

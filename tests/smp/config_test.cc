@@ -286,7 +286,7 @@ snapshots:
   retain: 2
   retian: 3
 )";
-  ExpectInvalid(text, {"snapshots.retian", "line 5", "retain, max_items"});
+  ExpectInvalid(text, {"snapshots.retian", "line 5", "retain, spares, max_items"});
   ExpectInvalid("nodeid: n1\n", {"nodeid", "line 1", "node_id"});
   ExpectInvalid("shm:\n  dir: /dev/shm\n  size: 1G\n", {"shm.size", "line 3"});
   ExpectInvalid("log: {level: info, file: /var/log/x}\n", {"log.file", "line 1"});
@@ -348,6 +348,7 @@ TEST_F(ConfigFileTest, ExampleFileHoldsEveryKeyWithItsDefault) {
       "shm.prefix",
       "memory.budget",
       "snapshots.retain",
+      "snapshots.spares",
       "snapshots.max_items",
       "snapshots.write_timeout_s",
       "snapshots.lease_timeout_s",

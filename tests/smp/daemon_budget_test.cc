@@ -2,6 +2,8 @@
 // RESOURCE_EXHAUSTED and leaves every committed version as it was; snapshots
 // that fit rotate within the budget; the newest complete version of a job is
 // never evicted, not even for another job.
+#include <thread>
+
 #include "harness.h"
 
 namespace holdfast::testing {
@@ -140,6 +142,51 @@ TEST_F(DaemonBudgetTest, RestartWithTheSameBudgetServesEverything) {
   ASSERT_TRUE(run.ok()) << run.Describe();
   ExpectWithinBudget();
   EXPECT_TRUE(VerifiesAs(Tool(), 2, 2));
+}
+
+// Spare segments (snapshots.spares, docs/smp.md) in a real holdfastd: a
+// rank's first snapshot makes two more segments in the background, the
+// next snapshots take them, and steady state holds retain + 1 segments.
+TEST(DaemonSparesTest, TheFirstSnapshotPreparesTheNextOnesSegments) {
+  Daemon daemon({.memory_budget = "64MiB", .retain = 2, .spares = 2});
+  ASSERT_TRUE(daemon.Start());
+  ToolOptions tool;
+  tool.socket = daemon.socket_path();
+  tool.job = "job";
+  tool.items = kItems;
+  tool.item_bytes = kItemBytes;
+  ASSERT_TRUE(RunTool(tool, {"save", "--steps", "1:1"}).ok());
+  const auto deadline = std::chrono::steady_clock::now() + Scaled(10s);
+  while (daemon.SegmentFiles().size() < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(daemon.SegmentFiles().size(), 3u);
+  RawClient raw(daemon.socket_path());
+  v1::GetStatusResponse status;
+  ASSERT_TRUE(IsOk(raw.GetStatus(&status)));
+  EXPECT_EQ(status.memory_used_bytes(), 3 * kSegmentBytes);
+  EXPECT_EQ(status.memory_pooled_bytes(), 2 * kSegmentBytes);
+  for (int64_t step = 2; step <= 6; ++step) {
+    const ToolRun run =
+        RunTool(tool, {"save", "--steps", std::to_string(step) + ":" + std::to_string(step)});
+    ASSERT_TRUE(run.ok()) << run.Describe();
+    EXPECT_EQ(daemon.SegmentFiles().size(), 3u) << "step " << step << " made a segment";
+  }
+  EXPECT_TRUE(VerifiesAs(tool, std::nullopt, 6));
+  EXPECT_TRUE(VerifiesAs(tool, 5, 5));
+  size_t prepared = 0;
+  const std::string log = daemon.Log();
+  for (size_t at = log.find("prepared spare segment"); at != std::string::npos;
+       at = log.find("prepared spare segment", at + 1)) {
+    ++prepared;
+  }
+  EXPECT_EQ(prepared, 2u);
+  // A restart leaves the versions' segments only; the next snapshot makes
+  // its spares again.
+  ASSERT_TRUE(daemon.Restart());
+  EXPECT_EQ(daemon.SegmentFiles().size(), 2u);
+  ASSERT_TRUE(RunTool(tool, {"save", "--steps", "7:7"}).ok());
+  EXPECT_TRUE(VerifiesAs(tool, std::nullopt, 7));
 }
 
 }  // namespace

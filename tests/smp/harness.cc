@@ -381,6 +381,8 @@ void Daemon::WipeMemory() {
                                    options_.memory_budget,
                                    "--retain",
                                    std::to_string(options_.retain),
+                                   "--spares",
+                                   std::to_string(options_.spares),
                                    "--log-level",
                                    options_.log_level};
   if (options_.max_items) {

@@ -133,6 +133,10 @@ std::string ReadFile(const std::string& path);
 struct DaemonOptions {
   std::string memory_budget = "256MiB";
   int retain = 2;
+  // --spares: 0 here, since most tests count segment files and pool bytes
+  // step by step; DaemonSparesTest and every Python and chaos test run the
+  // daemon's default (2).
+  int spares = 0;
   std::optional<uint64_t> max_items = std::nullopt;
   std::optional<int> write_timeout_s = std::nullopt;
   // --verify: commit, background or off; unset: the daemon's default.

@@ -26,6 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::holdfast::testing::HasCode;
 using ::holdfast::testing::IsOk;
+using namespace std::chrono_literals;
 
 constexpr uint64_t kItemBytes = 64 << 10;
 constexpr uint64_t kRankBytes = 2 * kItemBytes;  // Save()'s default: two items, back to back
@@ -73,6 +74,9 @@ class SnapshotManagerTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     store_ = std::make_unique<SegmentStore>(std::move(store).value());
     catalog_ = std::make_unique<MemoryCatalog>();
+    // These tests count segments and pool bytes step by step; the spares'
+    // own tests turn them on.
+    options_.spare_segments = 0;
     NewManager();
   }
 
@@ -188,11 +192,12 @@ class SnapshotManagerTest : public ::testing::Test {
   // Restores every item of (job, rank, step or newest) and checks each byte.
   Result<int64_t> RestoreAndCheck(const std::string& job, int rank,
                                   std::optional<int64_t> step = std::nullopt,
-                                  uint64_t session = 0) {
+                                  uint64_t session = 0, bool resume = false) {
     v1::OpenRestoreRequest req;
     req.set_job_id(job);
     req.set_rank(rank);
     req.set_session_id(session);
+    req.set_resume(resume);
     req.set_latest(!step.has_value());
     req.set_step(step.value_or(0));
     v1::OpenRestoreResponse lease;
@@ -213,6 +218,15 @@ class SnapshotManagerTest : public ::testing::Test {
     close.set_verified(true);
     HOLDFAST_RETURN_IF_ERROR(OnLoop([&] { return manager_->CloseRestore(close); }));
     return lease.step();
+  }
+
+  // The bytes of `job`'s versions' segments, the first version's.
+  uint64_t VersionBytes(const std::string& job) {
+    v1::ListVersionsRequest req;
+    req.set_job_id(job);
+    v1::ListVersionsResponse resp;
+    EXPECT_TRUE(OnLoop([&] { return manager_->List(req, &resp); }).ok());
+    return resp.versions_size() > 0 ? resp.versions(0).bytes() : 0;
   }
 
   std::vector<int64_t> Steps(const std::string& job) {
@@ -282,6 +296,82 @@ TEST_F(SnapshotManagerTest, RetainsNewestTwoAndReusesSegments) {
 // checks wait stay held, and go back to the pool all at once when the checks
 // run. Two segments stay pooled for the rank's next snapshots; the rest are
 // given back (their files go).
+// A rank's first Begin creates its segment on the loop; the spares after
+// it are made in the background, so its next Begins create nothing.
+TEST_F(SnapshotManagerTest, SparesAreMadeAheadAndTakenByTheNextBegins) {
+  options_.spare_segments = 2;
+  NewManager();
+  ASSERT_TRUE(Register("j", {0}).ok());
+  ASSERT_TRUE(IsOk(Save("j", 0, 1)));
+  const uint64_t seg_bytes = VersionBytes("j");
+  ASSERT_GT(seg_bytes, 0u);
+  // Two spares of the same size arrive in the pool.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (GetStatus().memory_pooled_bytes() < 2 * seg_bytes &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(GetStatus().memory_pooled_bytes(), 2 * seg_bytes);
+  EXPECT_EQ(GetStatus().memory_used_bytes(), 3 * seg_bytes);
+  EXPECT_EQ(SegmentFiles(), 3u);
+  // Steps 2 and 3 take them; step 4 reuses step 1's segment (retain 2).
+  for (int64_t step = 2; step <= 4; ++step) ASSERT_TRUE(IsOk(Save("j", 0, step)));
+  EXPECT_EQ(SegmentFiles(), 3u);
+  EXPECT_EQ(GetStatus().memory_used_bytes(), 3 * seg_bytes);
+  for (int64_t step : {3, 4}) EXPECT_EQ(*RestoreAndCheck("j", 0, step), step);
+}
+
+// Spares come out of free budget only: a quarter of it (and one more
+// segment) stays free besides them, and a daemon that stops while one is
+// being made leaves no file behind.
+TEST_F(SnapshotManagerTest, SparesLeaveRoomAndNoFilesBehind) {
+  options_.spare_segments = 2;
+  ASSERT_TRUE(Register("j", {0}).ok());
+  ASSERT_TRUE(IsOk(Save("j", 0, 1)));
+  const uint64_t seg_bytes = VersionBytes("j");
+  ASSERT_GT(seg_bytes, 0u);
+  // A budget of three segments: one spare (a second would leave less than
+  // a segment free).
+  NewManager(3 * seg_bytes);
+  ASSERT_TRUE(Register("k", {0}).ok());
+  ASSERT_TRUE(IsOk(Save("k", 0, 1)));
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (GetStatus().memory_pooled_bytes() < seg_bytes &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  std::this_thread::sleep_for(100ms);
+  const auto status = GetStatus();
+  EXPECT_EQ(status.memory_pooled_bytes(), seg_bytes);
+  EXPECT_LE(status.memory_used_bytes(), 3 * seg_bytes);
+  // The spare is trimmed for room like any pooled segment: another job's
+  // snapshot of two segments' size still fits.
+  ASSERT_TRUE(Register("big", {0}).ok());
+  v1::BeginSnapshotRequest begin;
+  begin.set_job_id("big");
+  begin.set_rank(0);
+  begin.set_step(1);
+  v1::ItemSpec* spec = begin.add_items();
+  spec->set_name("blob");
+  spec->set_dtype(v1::DTYPE_UINT8);
+  spec->add_shape(seg_bytes);
+  spec->set_nbytes(seg_bytes);
+  v1::BeginSnapshotResponse reserved;
+  EXPECT_TRUE(IsOk(OnLoop([&] { return manager_->Begin(begin, &reserved); })));
+  // Stopped while its spares are being made: the destructor waits for the
+  // one in the making, skips the rest, and a restart serves the version and
+  // keeps only the versions' segments (spares, like pooled segments, go).
+  options_.memory_budget_bytes = 64 << 20;
+  NewManager();
+  ASSERT_TRUE(Register("s", {0}).ok());
+  ASSERT_TRUE(IsOk(Save("s", 0, 1)));
+  NewManager();
+  auto report = OnLoop([&] { return manager_->Recover(); });
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(*RestoreAndCheck("s", 0, 1), 1);
+  EXPECT_EQ(SegmentFiles(), 3u);  // step 1 of j, k and s (same catalog and directory)
+}
+
 TEST_F(SnapshotManagerTest, PoolKeepsTwoSparesPerRank) {
   options_.verify = VerifyMode::kBackground;
   NewManager();
@@ -865,23 +955,32 @@ TEST_F(SnapshotManagerTest, ARunResumedFromTheRestorePointAbandonsNewerStepsForP
   ASSERT_TRUE(Save("j", 0, 5, 2, false, run1).ok());
   EXPECT_EQ(offered(), (std::vector<int64_t>{4, 5}));
 
-  // A reader beside the running trainer (whose session has written) is no
-  // resume: step 5 is still offered.
-  const uint64_t reader = open_session();
-  ASSERT_EQ(*RestoreAndCheck("j", 0, std::nullopt, reader), 4);
+  // A resume beside the running trainer (whose session has written) is
+  // none: step 5 is still offered.
+  const uint64_t beside = open_session();
+  ASSERT_EQ(*RestoreAndCheck("j", 0, std::nullopt, beside, /*resume=*/true), 4);
   EXPECT_EQ(offered(), (std::vector<int64_t>{4, 5}));
   EXPECT_TRUE(IsOk(pin(5, /*to_protect=*/true)));
-
-  // The trainer crashes (its session closes) and its new process restores
-  // the restore point: step 5 stays readable, but is no longer offered, and
-  // a round that saw it before cannot pin it.
   OnLoop([&] {
     manager_->CloseSession(run1);
+    manager_->CloseSession(beside);
+    return 0;
+  });
+  // Nor is a reader's restore (a tool checking the restore point between
+  // two saves: the chaos suite's budget fault) while no trainer is here.
+  const uint64_t reader = open_session();
+  ASSERT_EQ(*RestoreAndCheck("j", 0, std::nullopt, reader, /*resume=*/false), 4);
+  EXPECT_EQ(offered(), (std::vector<int64_t>{4, 5}));
+  OnLoop([&] {
     manager_->CloseSession(reader);
     return 0;
   });
+
+  // The trainer's new process resumes from the restore point: step 5 stays
+  // readable, but is no longer offered, and a round that saw it before
+  // cannot pin it.
   const uint64_t run2 = open_session();
-  ASSERT_EQ(*RestoreAndCheck("j", 0, std::nullopt, run2), 4);
+  ASSERT_EQ(*RestoreAndCheck("j", 0, std::nullopt, run2, /*resume=*/true), 4);
   EXPECT_EQ(offered(), (std::vector<int64_t>{4}));
   EXPECT_TRUE(HasCode(pin(5, /*to_protect=*/true), StatusCode::kFailedPrecondition));
   EXPECT_TRUE(IsOk(pin(5, /*to_protect=*/false)));

@@ -84,6 +84,11 @@ struct Options {
   // Threads that copy and checksum snapshot bytes, the calling thread
   // included; 0 picks min(hardware threads, 4).
   int copy_threads = 0;
+  // This client is the trainer: a restore before its first save resumes the
+  // job from that step (the Python package sets it; tools that only read
+  // leave it off). In a cluster the daemon then stops offering its newer
+  // local steps, the crashed run's, for protection (docs/cluster.md).
+  bool restore_resumes = false;
 };
 
 // One item to save: `nbytes` at `data` (host memory, or device memory of
