@@ -514,8 +514,8 @@ Status SnapshotManager::Begin(const v1::BeginSnapshotRequest& req,
   spdlog::debug("begin job {} step {} rank {}: {} items, {:.1f} MiB in {}", req.job_id(),
                 req.step(), req.rank(), req.items_size(), MiB(placement.end), seg.name());
   w->segment = std::move(seg);
+  w->new_segment = created;
   writes_[w->id] = std::move(w);
-  if (created) PrepareSpares(*job, req.rank(), bytes);
   return Status::Ok();
 }
 
@@ -699,6 +699,7 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
       RankPart{std::move(w.segment), std::move(w.manifest), part_verified, w.id};
   const int rank = w.rank;
   const int64_t step = w.step;
+  const bool new_segment = w.new_segment;
   writes_.erase(it);
   if (complete) {
     version.complete = true;
@@ -706,6 +707,9 @@ void SnapshotManager::FinishCommit(uint64_t write_id, Status verified, int64_t v
     for (int64_t old : to_drop) DropVersionNow(*job, old);
   }
   if (!part_verified) StartBackgroundVerify(*job, step, rank);
+  // After the commit, not at the Begin: made while the trainer computes its
+  // next step instead of beside its copy, which they would slow.
+  if (new_segment) PrepareSpares(*job, rank, bytes);
   spdlog::info(
       "commit job {} step {} rank {}: {} items, {:.1f} MiB, verify {}, catalog {:.2f} ms{}",
       job->record.job_id(), step, rank, items, MiB(bytes),

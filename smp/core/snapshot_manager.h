@@ -294,7 +294,8 @@ class SnapshotManager {
   Status CheckRank(const Job& job, int rank) const;
   // `created`: the segment is new (none of this size was pooled).
   Result<Segment> AcquireSegment(Job& job, int rank, uint64_t bytes, bool* created);
-  // After a Begin of `bytes` had to create its segment: creates up to
+  // After the commit of a snapshot whose Begin had to create its segment of
+  // `bytes`: creates up to
   // options_.spare_segments more of that size for the rank on spare_maker_
   // (off the loop) and pools them, while the budget keeps room for one more
   // such segment (and at least a quarter of the budget) besides them.

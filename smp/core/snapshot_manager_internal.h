@@ -120,6 +120,7 @@ struct SnapshotManager::Write {
   Clock::time_point started;
   bool verifying = false;
   bool aborted = false;  // while verifying: drop the result
+  bool new_segment = false;  // its Begin created the segment: spares follow the commit
 };
 
 struct SnapshotManager::Lease {
