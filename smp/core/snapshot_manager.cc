@@ -1009,6 +1009,7 @@ Status SnapshotManager::GetStatus(v1::GetStatusResponse* resp) const {
   resp->set_memory_pooled_bytes(pooled_bytes_);
   resp->set_damaged_versions(damaged_versions_);
   resp->set_background_verifications(background_verifications_);
+  resp->set_memory_preparing_bytes(spare_bytes_in_flight_);
   for (const auto& [id, job] : jobs_) {
     v1::JobStatus* js = resp->add_jobs();
     js->set_job_id(id);

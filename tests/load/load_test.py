@@ -174,10 +174,14 @@ class LoadTest(unittest.TestCase):
                 # The first save of a fresh process maps its segments: the warm-up.
                 save_s.extend(s for _, s in commits[1:])
                 gaps.extend(commit_gaps(ranks[r].lines))
-            # Idle now: background verification of the last commits may still run.
+            # Idle now: background verification of the last commits, and spare segments
+            # (snapshots.spares), may still be under way.
             deadline = time.monotonic() + 30
-            while (d.status() or {}).get("background_verifications", 0) not in (0, None) \
-                    and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                st = d.status() or {}
+                if st.get("background_verifications", 0) in (0, None) and \
+                        int(st.get("memory_preparing_bytes", 0) or 0) == 0:
+                    break
                 time.sleep(0.05)
             samples.append(daemon_sample(d))
         wall = time.monotonic() - wall
@@ -192,9 +196,11 @@ class LoadTest(unittest.TestCase):
         warm, rest = samples[0], samples[1:]
         for s in rest:
             self.assertEqual(s["fds"], warm["fds"], f"descriptors grow: {samples}")
-            self.assertEqual(s["segments"], warm["segments"], f"segment files grow: {samples}")
+            # Spare segments (snapshots.spares) are pooled up to two per rank; the pool's cap
+            # may give one back between waves, but none may pile up.
+            self.assertLessEqual(s["segments"], warm["segments"], f"segment files grow: {samples}")
             self.assertEqual(s["versions"], warm["versions"], f"catalog versions grow: {samples}")
-            self.assertEqual(s["memory_used"], warm["memory_used"], f"memory grows: {samples}")
+            self.assertLessEqual(s["memory_used"], warm["memory_used"], f"memory grows: {samples}")
             # RSS: the daemon's heap only (segments are tmpfs files, mapped only while a client
             # writes or reads them). Allocator noise is a few MiB; a leak of one allocation per
             # request would be 64 x STEPS per wave.
