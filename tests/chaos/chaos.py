@@ -462,7 +462,16 @@ class Chaos:
         entries (ls); fds and anonymous RSS of every daemon against its warm-up values."""
         answers = self.cli_many([(i, "--json", "verify") for i in range(N)] +
                                 [(i, "--json", "ls") for i in range(N)])
-        statuses = self.statuses()
+        # Spare segments being made (snapshots.spares) are accounted before their files are
+        # complete: compare once none is under way (milliseconds at these sizes).
+        deadline = time.monotonic() + 30
+        while True:
+            statuses = self.statuses()
+            if time.monotonic() > deadline or all(
+                    int((st or {}).get("memory_preparing_bytes", 0) or 0) == 0
+                    for st in statuses.values()):
+                break
+            time.sleep(0.05)
         for i in range(N):
             d = self.node(i)
             rc, text, err = answers[i]
