@@ -295,10 +295,10 @@ class SnapshotManager {
   // `created`: the segment is new (none of this size was pooled).
   Result<Segment> AcquireSegment(Job& job, int rank, uint64_t bytes, bool* created);
   // After the commit of a snapshot whose Begin had to create its segment of
-  // `bytes`: creates up to
-  // options_.spare_segments more of that size for the rank on spare_maker_
-  // (off the loop) and pools them, while the budget keeps room for one more
-  // such segment (and at least a quarter of the budget) besides them.
+  // `bytes`: creates up to options_.spare_segments more of that size for the
+  // rank on spare_maker_ (off the loop) and pools them, while the budget
+  // keeps room for one more such segment (and at least a quarter of the
+  // budget) besides them. snapshot_manager_memory.cc.
   void PrepareSpares(const Job& job, int rank, uint64_t bytes);
   void FinishSpare(const std::string& job_id, int rank, uint64_t bytes, Result<Segment> made,
                    double millis);

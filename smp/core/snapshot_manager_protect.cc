@@ -8,7 +8,6 @@
 
 namespace holdfast::smp {
 
-using manager_internal::kSegmentIdBlock;
 
 namespace {
 // The pool's owner of recycled protection segments (no job has rank -1).
@@ -55,22 +54,6 @@ void SnapshotManager::UnpinVersion(const std::string& job_id, int64_t step) {
     return;
   }
   if (it->second.pins == 0) RunRetention(*job);
-}
-
-Result<uint64_t> SnapshotManager::NextSegmentId() {
-  if (seg_id_next_ == seg_id_end_) {
-    HOLDFAST_ASSIGN_OR_RETURN(seg_id_next_, catalog_->AllocateSegmentIds(kSegmentIdBlock));
-    seg_id_end_ = seg_id_next_ + kSegmentIdBlock;
-  }
-  return seg_id_next_++;
-}
-
-bool SnapshotManager::MakeRoomFromPool(uint64_t bytes) {
-  if (used_bytes_ + bytes <= options_.memory_budget_bytes) return true;
-  const uint64_t need = used_bytes_ + bytes - options_.memory_budget_bytes;
-  if (need > pooled_bytes_) return false;
-  TrimPool(need);
-  return used_bytes_ + bytes <= options_.memory_budget_bytes;
 }
 
 Result<Segment> SnapshotManager::AllocateSegment(uint64_t bytes) {
